@@ -1,1 +1,28 @@
-"""Shipwreck."""
+"""Shipwreck event store: application base, msgspec mapper, outbox relay, exactly-once processing."""
+
+from shipwreck_eventstore.application import ShipwreckApplication
+from shipwreck_eventstore.config import StoreConfig, StoreConfigError, redact
+from shipwreck_eventstore.mapper import MsgspecMapper
+from shipwreck_eventstore.processing import ConcurrencyConflict, process_once
+from shipwreck_eventstore.relay import (
+    OutboxRelay,
+    Translate,
+    relay_position_name,
+    tracking_from_headers,
+)
+from shipwreck_eventstore.tracking import has_exact_tracking
+
+__all__ = [
+    "ConcurrencyConflict",
+    "MsgspecMapper",
+    "OutboxRelay",
+    "ShipwreckApplication",
+    "StoreConfig",
+    "StoreConfigError",
+    "Translate",
+    "has_exact_tracking",
+    "process_once",
+    "redact",
+    "relay_position_name",
+    "tracking_from_headers",
+]

@@ -1,0 +1,76 @@
+"""The base of every Shipwreck event-sourced application."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.persistence import ProcessRecorder, Recording, Tracking
+
+from shipwreck_eventstore.config import StoreConfig
+from shipwreck_eventstore.tracking import has_exact_tracking
+
+
+class ShipwreckApplication(Application[UUID]):
+    """An eventsourcing ``Application`` configured from a :class:`StoreConfig`.
+
+    Its recorder is a process recorder, so new events can be committed together with the
+    upstream ``Tracking`` that caused them (see :func:`shipwreck_eventstore.process_once`).
+    Subclasses must pin ``name``: it names the tables (PostgreSQL) or the file (SQLite).
+    """
+
+    name: ClassVar[str] = "ShipwreckApplication"  # type: ignore[misc]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        if "name" not in cls.__dict__:
+            raise TypeError(
+                f"{cls.__qualname__} must set `name`: it names the application's tables, "
+                "and a class rename must never move the data"
+            )
+        super().__init_subclass__(**kwargs)
+
+    def __init__(self, store: StoreConfig, env: dict[str, str] | None = None) -> None:
+        self.store_config = store
+        self._saved_listeners: list[Callable[[], None]] = []
+        self._listeners_lock = threading.Lock()
+        super().__init__({**store.env_for(self.name), **(env or {})})
+
+    def construct_recorder(self) -> ProcessRecorder:  # type: ignore[override]
+        """A recorder that can also insert Tracking rows in the same transaction."""
+        return self.factory.process_recorder()
+
+    @property
+    def process_recorder(self) -> ProcessRecorder:
+        """The recorder, typed as the process recorder it is."""
+        recorder = self.recorder
+        assert isinstance(recorder, ProcessRecorder)
+        return recorder
+
+    def record(self, *objs: Any, tracking: Tracking | None = None) -> list[Recording[UUID]]:
+        """Save the pending events of ``objs`` atomically with ``tracking`` (if given)."""
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent(tracking=tracking)
+        processing_event.collect_events(*objs)
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        return recordings
+
+    def has_tracking(self, tracking: Tracking) -> bool:
+        """Whether exactly this upstream position has been recorded already."""
+        return has_exact_tracking(self.process_recorder, tracking)
+
+    def on_saved(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (cheaply, in the saving thread) after every save."""
+        with self._listeners_lock:
+            self._saved_listeners.append(listener)
+
+    def _notify(self, recordings: list[Recording[UUID]]) -> None:
+        if not recordings:
+            return
+        with self._listeners_lock:
+            listeners = list(self._saved_listeners)
+        for listener in listeners:
+            listener()

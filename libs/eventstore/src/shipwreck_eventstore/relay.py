@@ -1,0 +1,137 @@
+"""The outbox relay: follows a writer's notification log and publishes integration messages.
+
+Invariant 4 (outbox, not dual writes): the code that saves never publishes. The relay reads
+the application's notification log from its last recorded position, translates each domain
+event into at most one integration message, publishes it with publisher confirms, and only
+then records the new position. A relay that dies between publishing and recording publishes
+the same messages again on restart; consumers drop the duplicates by their Tracking, which
+is why every message carries its origin and position in its headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anyio
+from eventsourcing.persistence import Notification, Tracking
+from faststream.rabbit import RabbitBroker
+
+from shipwreck_contracts.base import Message
+from shipwreck_eventstore.application import ShipwreckApplication
+from shipwreck_messaging.publishing import ORIGIN_HEADER, POSITION_HEADER, publish
+
+log = logging.getLogger(__name__)
+
+Translate = Callable[[Any], Message | None]
+"""Maps one domain event to the integration message it announces, or None (private)."""
+
+
+def relay_position_name(app_name: str) -> str:
+    """Tracking name under which the relay of ``app_name`` records its position."""
+    return f"{app_name}.outbox"
+
+
+def tracking_from_headers(headers: Mapping[str, Any]) -> Tracking | None:
+    """The upstream position a relayed message carries, or None for an untracked message."""
+    origin = headers.get(ORIGIN_HEADER)
+    position = headers.get(POSITION_HEADER)
+    if origin is None or position is None:
+        return None
+    return Tracking(application_name=str(origin), notification_id=int(position))
+
+
+class OutboxRelay:
+    """Publishes an application's integration messages in log order, at least once."""
+
+    def __init__(
+        self,
+        app: ShipwreckApplication,
+        broker: RabbitBroker,
+        translate: Translate,
+        *,
+        batch_size: int = 200,
+        idle_poll_seconds: float = 1.0,
+    ) -> None:
+        self.app = app
+        self.broker = broker
+        self.translate = translate
+        self.batch_size = batch_size
+        self.idle_poll_seconds = idle_poll_seconds
+        self.position_name = relay_position_name(app.name)
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def position(self) -> int:
+        """The last notification id whose message is known to be published (0 if none)."""
+        recorder = self.app.process_recorder
+        value = await anyio.to_thread.run_sync(recorder.max_tracking_id, self.position_name)
+        return value or 0
+
+    async def publish_batch(self) -> int | None:
+        """Publish the next batch after the recorded position; return its last id, or None.
+
+        Does not record the position: :meth:`record_position` does, after this returns.
+        """
+        start = await self.position() + 1
+        notifications: list[Notification] = list(
+            await anyio.to_thread.run_sync(
+                lambda: self.app.process_recorder.select_notifications(start, self.batch_size)
+            )
+        )
+        if not notifications:
+            return None
+        for notification in notifications:
+            domain_event = self.app.mapper.to_domain_event(notification)
+            message = self.translate(domain_event)
+            if message is None:
+                continue
+            await publish(
+                self.broker,
+                message,
+                headers={ORIGIN_HEADER: self.app.name, POSITION_HEADER: notification.id},
+                message_id=f"{self.app.name}:{notification.id}",
+            )
+        return notifications[-1].id
+
+    async def record_position(self, position: int) -> None:
+        """Record that everything up to ``position`` is published."""
+        tracking = Tracking(application_name=self.position_name, notification_id=position)
+        await anyio.to_thread.run_sync(self.app.process_recorder.insert_tracking, tracking)
+
+    async def run_once(self) -> int:
+        """Publish and record one batch; return how many notifications it covered."""
+        before = await self.position()
+        last = await self.publish_batch()
+        if last is None:
+            return 0
+        await self.record_position(last)
+        return last - before
+
+    async def run(self) -> None:
+        """Relay forever: drain the log, then wait for a save (or a poll interval)."""
+        self._loop = asyncio.get_running_loop()
+        self.app.on_saved(self._wake_from_any_thread)
+        log.info("outbox relay for %s started at position %d", self.app.name,
+                 await self.position())
+        while True:
+            try:
+                moved = await self.run_once()
+            except Exception:
+                # Broker or database down: keep the position, try again shortly.
+                log.exception("outbox relay for %s failed; retrying", self.app.name)
+                await asyncio.sleep(self.idle_poll_seconds)
+                continue
+            if moved:
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.idle_poll_seconds)
+            except TimeoutError:
+                pass
+
+    def _wake_from_any_thread(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake.set)

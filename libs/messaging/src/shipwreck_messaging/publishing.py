@@ -1,0 +1,66 @@
+"""Publishing tagged messages: persistent, confirmed, routed by their tag."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from faststream.rabbit import RabbitBroker
+
+from shipwreck_contracts.base import Message, tag_of
+from shipwreck_messaging.topology import events_exchange
+
+ORIGIN_HEADER = "x-shipwreck-origin"
+"""Name of the event store application a relayed message comes from."""
+
+POSITION_HEADER = "x-shipwreck-position"
+"""Notification id of the relayed message in its origin's log (for Tracking)."""
+
+
+class PublishFailed(RuntimeError):
+    """RabbitMQ did not confirm a publish (nack, or no queue to route it to)."""
+
+
+async def publish(
+    broker: RabbitBroker,
+    message: Message,
+    *,
+    routing_key: str | None = None,
+    headers: Mapping[str, str | int] | None = None,
+    message_id: str | None = None,
+    mandatory: bool = False,
+) -> None:
+    """Publish ``message`` on the events exchange and wait for the broker's confirm.
+
+    The routing key is the message's tag unless given. With ``mandatory=True`` a message
+    that no queue receives raises :class:`PublishFailed` instead of vanishing: use it for
+    commands and work, whose receiver must exist.
+    """
+    key = routing_key or tag_of(message)
+    confirmation = await broker.publish(
+        message,
+        exchange=events_exchange(),
+        routing_key=key,
+        persist=True,
+        mandatory=mandatory,
+        headers=dict(headers) if headers else None,
+        message_id=message_id,
+        message_type=tag_of(message),
+    )
+    _check_confirmation(tag_of(message), key, confirmation)
+
+
+def _check_confirmation(tag: str, key: str, confirmation: object) -> None:
+    # aiormq answers Basic.Ack on success, Basic.Nack when the broker refused the message,
+    # and the returned message itself when a mandatory one was unroutable. FastStream's
+    # test broker answers None: there is no broker to confirm.
+    if confirmation is None:
+        return
+    name = type(confirmation).__name__
+    if name == "Ack":
+        return
+    if name == "DeliveredMessage":
+        raise PublishFailed(
+            f"{tag} was returned by RabbitMQ: no queue is bound to routing key {key!r} "
+            "(is the receiving service's topology declared?)"
+        )
+    raise PublishFailed(f"{tag} (routing key {key!r}) was not confirmed by RabbitMQ: {name}")

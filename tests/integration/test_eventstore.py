@@ -1,0 +1,184 @@
+"""One event-store behaviour suite, run on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import msgspec
+import pytest
+from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
+from eventsourcing.utils import get_topic
+
+from shipwreck_eventstore import process_once
+from tests.support.sample_domain import Colour, Label, Ledger, Tally, make_writer
+from tests.support.stores import StoreFactory, stores  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.infra
+
+
+def _ledger(name: str = "books") -> Ledger:
+    return Ledger(name, uuid.uuid4(), datetime.now(UTC), Colour.BLUE)
+
+
+def test_aggregate_round_trips_with_its_types_intact(stores: StoreFactory) -> None:
+    app = make_writer(stores.config(), stores.name("rt"))
+    ledger = _ledger()
+    ledger.add_entry("a", Label("first", weight=3))
+    app.save(ledger)
+
+    reloaded = app.repository.get(ledger.id)
+    assert isinstance(reloaded, Ledger)
+    assert reloaded.owner == ledger.owner and isinstance(reloaded.owner, uuid.UUID)
+    assert reloaded.opened_at == ledger.opened_at and reloaded.opened_at.tzinfo is not None
+    assert reloaded.colour is Colour.BLUE
+    assert reloaded.entries == [("a", Label("first", weight=3))]
+    app.close()
+
+
+def test_events_survive_a_restart_of_the_application(stores: StoreFactory) -> None:
+    name = stores.name("restart")
+    first = make_writer(stores.config(), name)
+    ledger = _ledger()
+    ledger.add_entry("k", Label("x"))
+    first.save(ledger)
+    first.close()
+
+    second = make_writer(stores.config(), name)
+    assert second.repository.get(ledger.id).entries == [("k", Label("x"))]
+    second.close()
+
+
+def test_old_event_versions_are_upcast_on_read(stores: StoreFactory) -> None:
+    app = make_writer(stores.config(), stores.name("upcast"))
+    ledger = _ledger("old")
+    app.save(ledger)
+    # A Renamed event as version 1 wrote it: no class_version, no reason.
+    v1_state = msgspec.json.encode(
+        {"timestamp": datetime.now(UTC), "new_name": "renamed-long-ago"}
+    )
+    app.recorder.insert_events(
+        [
+            StoredEvent(
+                originator_id=ledger.id,
+                originator_version=2,
+                topic=get_topic(Ledger.Renamed),
+                state=v1_state,
+            )
+        ]
+    )
+    reloaded = app.repository.get(ledger.id)
+    assert reloaded.name == "renamed-long-ago"
+    renamed = list(app.events.get(ledger.id))[-1]
+    assert isinstance(renamed, Ledger.Renamed)
+    assert renamed.reason == "unknown (recorded before reasons existed)"
+    app.close()
+
+
+def test_current_events_are_stored_with_their_class_version(stores: StoreFactory) -> None:
+    app = make_writer(stores.config(), stores.name("version"))
+    ledger = _ledger()
+    ledger.rename("ledger-2", reason="tidy")
+    app.save(ledger)
+    stored = app.recorder.select_events(ledger.id)[-1]
+    assert msgspec.json.decode(stored.state)["class_version"] == 2
+    renamed = list(app.events.get(ledger.id))[-1]
+    assert renamed.reason == "tidy"
+    app.close()
+
+
+def test_a_stale_writer_is_rejected_by_optimistic_concurrency(stores: StoreFactory) -> None:
+    app = make_writer(stores.config(), stores.name("occ"))
+    ledger = _ledger()
+    app.save(ledger)
+    one = app.repository.get(ledger.id)
+    two = app.repository.get(ledger.id)
+    one.add_entry("from-one", Label("1"))
+    two.add_entry("from-two", Label("2"))
+    app.save(one)
+    with pytest.raises(IntegrityError):
+        app.save(two)
+    assert [k for k, _ in app.repository.get(ledger.id).entries] == ["from-one"]
+    app.close()
+
+
+def test_notification_log_orders_events_across_aggregates(stores: StoreFactory) -> None:
+    app = make_writer(stores.config(), stores.name("log"))
+    a, b = _ledger("a"), _ledger("b")
+    app.save(a)
+    app.save(b)
+    a.add_entry("a1", Label("a1"))
+    app.save(a)
+    notifications = app.recorder.select_notifications(1, 10)
+    assert [n.originator_id for n in notifications] == [a.id, b.id, a.id]
+    assert [n.id for n in notifications] == sorted(n.id for n in notifications)
+    app.close()
+
+
+def test_process_once_records_tracking_with_the_new_events(stores: StoreFactory) -> None:
+    app = make_writer(stores.config(), stores.name("once"))
+    ledger_id = uuid.uuid4()
+    tracking = Tracking(application_name="upstream", notification_id=7)
+
+    def decide() -> list[Tally]:
+        tally = Tally(ledger_id)
+        tally.count("k7")
+        return [tally]
+
+    assert process_once(app, tracking, decide) is True
+    assert app.has_tracking(tracking)
+    # The same upstream position again: nothing is decided, nothing is recorded.
+    assert process_once(app, tracking, decide) is False
+    assert app.repository.get(Tally.create_id(ledger_id)).keys == ["k7"]
+    app.close()
+
+
+def test_process_once_accepts_positions_out_of_order(stores: StoreFactory) -> None:
+    app = make_writer(stores.config(), stores.name("order"))
+    ledger_id = uuid.uuid4()
+    app.save(Tally(ledger_id))
+
+    def count(key: str) -> list[Tally]:
+        tally = app.repository.get(Tally.create_id(ledger_id))
+        tally.count(key)
+        return [tally]
+
+    # A redelivered message arrives after a later one: both are new, neither is a duplicate.
+    assert process_once(app, Tracking("up", 5), lambda: count("five")) is True
+    assert process_once(app, Tracking("up", 3), lambda: count("three")) is True
+    assert process_once(app, Tracking("up", 5), lambda: count("five")) is False
+    assert app.repository.get(Tally.create_id(ledger_id)).keys == ["five", "three"]
+    app.close()
+
+
+def test_process_once_decides_again_after_a_version_conflict(stores: StoreFactory) -> None:
+    app = make_writer(stores.config(), stores.name("retry"))
+    ledger_id = uuid.uuid4()
+    app.save(Tally(ledger_id))
+    calls: list[int] = []
+
+    def decide() -> list[Tally]:
+        tally = app.repository.get(Tally.create_id(ledger_id))
+        if not calls:
+            # Another writer commits between our read and our write.
+            rival = app.repository.get(Tally.create_id(ledger_id))
+            rival.count("rival")
+            app.save(rival)
+        calls.append(1)
+        tally.count("ours")
+        return [tally]
+
+    assert process_once(app, Tracking("up", 1), decide) is True
+    assert len(calls) == 2
+    assert app.repository.get(Tally.create_id(ledger_id)).keys == ["rival", "ours"]
+    app.close()
+
+
+def test_tracking_without_new_events_still_marks_the_message_handled(
+    stores: StoreFactory,
+) -> None:
+    app = make_writer(stores.config(), stores.name("empty"))
+    tracking = Tracking("upstream", 11)
+    assert process_once(app, tracking, list) is True
+    assert process_once(app, tracking, list) is False
+    app.close()

@@ -1,0 +1,181 @@
+"""Outbox relay on real RabbitMQ, with the writer and consumer on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import anyio
+import pytest
+from faststream import Context
+from faststream.rabbit import RabbitBroker
+
+from shipwreck_eventstore import OutboxRelay, ShipwreckApplication, process_once
+from shipwreck_eventstore.relay import tracking_from_headers
+from shipwreck_messaging import ORIGIN_HEADER, POSITION_HEADER, Route, create_broker
+from shipwreck_messaging.broker import declare_route
+from shipwreck_messaging.topology import events_exchange
+from tests.support.infra import AMQP_URL, unique
+from tests.support.sample_domain import (
+    Colour,
+    EntryAnnounced,
+    Label,
+    Ledger,
+    Tally,
+    make_writer,
+    translate,
+)
+from tests.support.stores import StoreFactory, stores  # noqa: F401  (fixture)
+
+pytestmark = [pytest.mark.anyio, pytest.mark.infra]
+
+
+def _write_entries(app: ShipwreckApplication, keys: list[str]) -> Ledger:
+    ledger = Ledger("relay", uuid.uuid4(), datetime.now(UTC), Colour.RED)
+    for key in keys:
+        ledger.add_entry(key, Label(key))
+    app.save(ledger)
+    return ledger
+
+
+class Counter:
+    """A consumer that counts each announced entry exactly once, by Tracking."""
+
+    def __init__(self, app: ShipwreckApplication) -> None:
+        self.app = app
+        self.deliveries = 0
+        self.handled = asyncio.Event()
+
+    def handle(self, msg: EntryAnnounced, headers: dict[str, Any]) -> None:
+        tracking = tracking_from_headers(headers)
+        assert tracking is not None, "relayed messages carry their origin and position"
+
+        def decide() -> list[Tally]:
+            tally_id = Tally.create_id(msg.ledger_id)
+            tally = (
+                self.app.repository.get(tally_id)
+                if tally_id in self.app.repository
+                else Tally(msg.ledger_id)
+            )
+            tally.count(msg.key)
+            return [tally]
+
+        process_once(self.app, tracking, decide)
+
+    def keys(self, ledger_id: uuid.UUID) -> list[str]:
+        tally: Tally = self.app.repository.get(Tally.create_id(ledger_id))
+        return tally.keys
+
+
+def _subscribe(broker: RabbitBroker, route: Route, counter: Counter, expected: int) -> None:
+    @broker.subscriber(route.declaration(), events_exchange())
+    async def on_entry(
+        msg: EntryAnnounced, headers: dict[str, Any] = Context("message.headers")
+    ) -> None:
+        await anyio.to_thread.run_sync(counter.handle, msg, headers)
+        counter.deliveries += 1
+        if counter.deliveries >= expected:
+            counter.handled.set()
+
+
+async def _delete_queue(name: str) -> None:
+    connection = await aio_pika.connect_robust(AMQP_URL)
+    channel = await connection.channel()
+    await channel.queue_delete(name)
+    await connection.close()
+
+
+async def test_relay_publishes_each_integration_event_with_its_position(
+    stores: StoreFactory,
+) -> None:
+    writer = make_writer(stores.config(), stores.name("w"))
+    ledger = _write_entries(writer, ["a", "b", "c"])
+    route = Route(unique("test.relay"), ("test.entry-announced.v1",))
+    broker = create_broker(AMQP_URL, app_id="test")
+    seen: list[tuple[str, dict[str, Any]]] = []
+    done = asyncio.Event()
+
+    @broker.subscriber(route.declaration(), events_exchange())
+    async def on_entry(
+        msg: EntryAnnounced, headers: dict[str, Any] = Context("message.headers")
+    ) -> None:
+        seen.append((msg.key, headers))
+        if len(seen) == 3:
+            done.set()
+
+    async with broker:
+        await broker.start()
+        relay = OutboxRelay(writer, broker, translate)
+        assert await relay.run_once() == 4  # Opened + three entries, in one batch
+        await asyncio.wait_for(done.wait(), 10)
+        assert await relay.run_once() == 0
+    await _delete_queue(route.queue)
+
+    assert [key for key, _ in seen] == ["a", "b", "c"]
+    assert {h[ORIGIN_HEADER] for _, h in seen} == {writer.name}
+    assert [h[POSITION_HEADER] for _, h in seen] == [2, 3, 4]
+    assert await relay.position() == 4
+    assert ledger.id
+    writer.close()
+
+
+async def test_relay_killed_before_recording_republishes_and_effects_stay_exactly_once(
+    stores: StoreFactory,
+) -> None:
+    writer = make_writer(stores.config(), stores.name("w"))
+    consumer_app = make_writer(stores.config(), stores.name("c"))
+    ledger = _write_entries(writer, ["a", "b", "c"])
+    route = Route(unique("test.relay"), ("test.entry-announced.v1",))
+    counter = Counter(consumer_app)
+    broker = create_broker(AMQP_URL, app_id="test")
+    _subscribe(broker, route, counter, expected=6)
+
+    async with broker:
+        await broker.connect()
+        await declare_route(broker, route)
+        # First relay life: publishes the batch, then dies before recording its position.
+        crashed = OutboxRelay(writer, broker, translate)
+        assert await crashed.publish_batch() == 4
+        assert await crashed.position() == 0
+        # Restarted relay: starts from the recorded position, so it publishes all again.
+        restarted = OutboxRelay(writer, broker, translate)
+        assert await restarted.run_once() == 4
+        await broker.start()
+        await asyncio.wait_for(counter.handled.wait(), 15)
+    await _delete_queue(route.queue)
+
+    assert counter.deliveries == 6  # every message arrived twice
+    assert counter.keys(ledger.id) == ["a", "b", "c"]  # and counted once
+    writer.close()
+    consumer_app.close()
+
+
+async def test_relay_wakes_up_on_save_without_waiting_for_the_poll(
+    stores: StoreFactory,
+) -> None:
+    writer = make_writer(stores.config(), stores.name("w"))
+    route = Route(unique("test.relay"), ("test.entry-announced.v1",))
+    broker = create_broker(AMQP_URL, app_id="test")
+    got: asyncio.Queue[EntryAnnounced] = asyncio.Queue()
+
+    @broker.subscriber(route.declaration(), events_exchange())
+    async def on_entry(msg: EntryAnnounced) -> None:
+        await got.put(msg)
+
+    async with broker:
+        await broker.start()
+        # A poll interval far longer than the wait below: only the save can wake it.
+        relay = OutboxRelay(writer, broker, translate, idle_poll_seconds=60)
+        task = asyncio.create_task(relay.run())
+        await asyncio.sleep(0.3)
+        await anyio.to_thread.run_sync(_write_entries, writer, ["late"])
+        msg = await asyncio.wait_for(got.get(), 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    await _delete_queue(route.queue)
+    assert msg.key == "late"
+    writer.close()
