@@ -12,7 +12,7 @@ from eventsourcing.utils import get_topic
 
 from shipwreck_eventstore import process_once
 from tests.support.sample_domain import Colour, Label, Ledger, Tally, make_writer
-from tests.support.stores import StoreFactory, stores  # noqa: F401  (fixture)
+from tests.support.stores import StoreFactory
 
 pytestmark = pytest.mark.infra
 
@@ -29,8 +29,10 @@ def test_aggregate_round_trips_with_its_types_intact(stores: StoreFactory) -> No
 
     reloaded = app.repository.get(ledger.id)
     assert isinstance(reloaded, Ledger)
-    assert reloaded.owner == ledger.owner and isinstance(reloaded.owner, uuid.UUID)
-    assert reloaded.opened_at == ledger.opened_at and reloaded.opened_at.tzinfo is not None
+    assert isinstance(reloaded.owner, uuid.UUID)
+    assert reloaded.owner == ledger.owner
+    assert reloaded.opened_at.tzinfo is not None
+    assert reloaded.opened_at == ledger.opened_at
     assert reloaded.colour is Colour.BLUE
     assert reloaded.entries == [("a", Label("first", weight=3))]
     app.close()
@@ -54,9 +56,7 @@ def test_old_event_versions_are_upcast_on_read(stores: StoreFactory) -> None:
     ledger = _ledger("old")
     app.save(ledger)
     # A Renamed event as version 1 wrote it: no class_version, no reason.
-    v1_state = msgspec.json.encode(
-        {"timestamp": datetime.now(UTC), "new_name": "renamed-long-ago"}
-    )
+    v1_state = msgspec.json.encode({"timestamp": datetime.now(UTC), "new_name": "renamed-long-ago"})
     app.recorder.insert_events(
         [
             StoredEvent(

@@ -19,7 +19,7 @@ from tests.support.infra import AMQP_URL, unique
 pytestmark = [pytest.mark.anyio, pytest.mark.infra]
 
 
-class Pinged(Message, tag="test.pinged.v1"):
+class Pinged(Message, tag="test.pinged.v1", frozen=True, kw_only=True):
     ping_id: uuid.UUID
     at: datetime
     poison: bool = False
@@ -39,13 +39,13 @@ async def amqp() -> AsyncIterator[aio_pika.abc.AbstractRobustConnection]:
 
 
 async def _drain(
-    connection: aio_pika.abc.AbstractRobustConnection, queue: str, timeout: float = 10.0
+    connection: aio_pika.abc.AbstractRobustConnection, queue: str, wait_seconds: float = 10.0
 ) -> list[bytes]:
     """Everything currently in ``queue`` (waits until at least one message or timeout)."""
     channel = await connection.channel()
     q = await channel.declare_queue(queue, passive=True)
     bodies: list[bytes] = []
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + wait_seconds
     while True:
         message = await q.get(fail=False)
         if message is not None:
@@ -90,8 +90,9 @@ async def test_poison_message_is_dead_lettered_after_the_delivery_limit(
     amqp: aio_pika.abc.AbstractRobustConnection,
 ) -> None:
     dlx, dlq = unique("test.dlx"), unique("test.dlq")
-    queue = quorum_queue(unique("test.q"), routing_key="test.pinged.v1", delivery_limit=3,
-                         dead_letter_to=dlx)
+    queue = quorum_queue(
+        unique("test.q"), routing_key="test.pinged.v1", delivery_limit=3, dead_letter_to=dlx
+    )
     broker = create_broker(AMQP_URL, app_id="test")
     attempts: list[uuid.UUID] = []
 
@@ -157,5 +158,6 @@ async def test_mandatory_publish_without_a_queue_fails_loudly() -> None:
         from shipwreck_messaging import PublishFailed
 
         with pytest.raises(PublishFailed, match=r"test\.pinged\.v1"):
-            await publish(broker, _ping(), routing_key=f"test.nobody.{uuid.uuid4().hex}",
-                          mandatory=True)
+            await publish(
+                broker, _ping(), routing_key=f"test.nobody.{uuid.uuid4().hex}", mandatory=True
+            )

@@ -28,7 +28,7 @@ from tests.support.sample_domain import (
     make_writer,
     translate,
 )
-from tests.support.stores import StoreFactory, stores  # noqa: F401  (fixture)
+from tests.support.stores import StoreFactory
 
 pytestmark = [pytest.mark.anyio, pytest.mark.infra]
 

@@ -62,7 +62,7 @@ class Ledger(Aggregate):
         self.trigger_event(self.Renamed, new_name=new_name, reason=reason)
 
 
-class EntryAnnounced(Message, tag="test.entry-announced.v1"):
+class EntryAnnounced(Message, tag="test.entry-announced.v1", frozen=True, kw_only=True):
     """The integration message the sample writer publishes for each entry."""
 
     ledger_id: uuid.UUID

@@ -16,7 +16,9 @@ import msgspec
 class Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     """Base class of all integration messages (commands and events)."""
 
-    # Concrete subclasses pass ``tag="context.name.vN"`` in their class statement.
+    # Concrete subclasses pass ``tag="context.name.vN", frozen=True, kw_only=True`` in their
+    # class statement: msgspec applies kw_only only to the fields a class itself defines, and
+    # type checkers treat a subclass without frozen=True as mutable.
     __abstract__: ClassVar[bool] = True
 
 

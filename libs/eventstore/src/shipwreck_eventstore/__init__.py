@@ -1,4 +1,4 @@
-"""Shipwreck event store: application base, msgspec mapper, outbox relay, exactly-once processing."""
+"""Shipwreck event store: application base, msgspec mapper, outbox relay, exactly-once effects."""
 
 from shipwreck_eventstore.application import ShipwreckApplication
 from shipwreck_eventstore.config import StoreConfig, StoreConfigError, redact

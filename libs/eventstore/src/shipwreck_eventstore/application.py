@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import Application, ProcessingEvent
@@ -22,7 +22,7 @@ class ShipwreckApplication(Application[UUID]):
     Subclasses must pin ``name``: it names the tables (PostgreSQL) or the file (SQLite).
     """
 
-    name: ClassVar[str] = "ShipwreckApplication"  # type: ignore[misc]
+    name = "ShipwreckApplication"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         if "name" not in cls.__dict__:
@@ -38,7 +38,7 @@ class ShipwreckApplication(Application[UUID]):
         self._listeners_lock = threading.Lock()
         super().__init__({**store.env_for(self.name), **(env or {})})
 
-    def construct_recorder(self) -> ProcessRecorder:  # type: ignore[override]
+    def construct_recorder(self) -> ProcessRecorder:
         """A recorder that can also insert Tracking rows in the same transaction."""
         return self.factory.process_recorder()
 

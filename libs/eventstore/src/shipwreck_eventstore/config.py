@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-
 from shipwreck_eventstore.mapper import MsgspecMapper
+from shipwreck_runtime.secrets import redact_url
 
 
 class StoreConfigError(ValueError):
@@ -82,14 +82,5 @@ def _postgres_env(url: str) -> dict[str, str]:
 
 
 def redact(url: str | None) -> str:
-    """A database URL safe to log: the password replaced by ``***``."""
-    if not url:
-        return "sqlite"
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return parts._replace(netloc=netloc).geturl()
-
-
-__all__ = ["StoreConfig", "StoreConfigError", "redact"]
+    """A database URL safe to log (``sqlite`` when there is none)."""
+    return redact_url(url) if url else "sqlite"

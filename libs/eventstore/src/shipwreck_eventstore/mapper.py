@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from functools import lru_cache
+from functools import cache
 from typing import Any, TypeVar
 
 import msgspec
@@ -75,7 +75,7 @@ class MsgspecMapper(Mapper[Any]):
         return domain_event
 
 
-@lru_cache(maxsize=None)
+@cache
 def _state_type(cls: type[Any]) -> type[msgspec.Struct]:
     """A Struct with the event class's fields and declared types (the decoding target)."""
     hints = _type_hints(cls)

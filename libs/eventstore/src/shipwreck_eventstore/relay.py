@@ -11,6 +11,7 @@ is why every message carries its origin and position in its headers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -114,8 +115,7 @@ class OutboxRelay:
         """Relay forever: drain the log, then wait for a save (or a poll interval)."""
         self._loop = asyncio.get_running_loop()
         self.app.on_saved(self._wake_from_any_thread)
-        log.info("outbox relay for %s started at position %d", self.app.name,
-                 await self.position())
+        log.info("outbox relay for %s started at position %d", self.app.name, await self.position())
         while True:
             try:
                 moved = await self.run_once()
@@ -127,10 +127,8 @@ class OutboxRelay:
             if moved:
                 continue
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.idle_poll_seconds)
-            except TimeoutError:
-                pass
 
     def _wake_from_any_thread(self) -> None:
         if self._loop is not None and not self._loop.is_closed():

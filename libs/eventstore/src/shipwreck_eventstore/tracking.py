@@ -26,9 +26,7 @@ def has_exact_tracking(recorder: ProcessRecorder, tracking: Tracking) -> bool:
     if isinstance(recorder, PostgresTrackingRecorder):
         statement = SQL(
             "SELECT 1 FROM {0}.{1} WHERE application_name = %s AND notification_id = %s"
-        ).format(
-            Identifier(recorder.datastore.schema), Identifier(recorder.tracking_table_name)
-        )
+        ).format(Identifier(recorder.datastore.schema), Identifier(recorder.tracking_table_name))
         with recorder.datastore.transaction(commit=False) as curs:
             curs.execute(statement, (tracking.application_name, tracking.notification_id))
             return curs.fetchone() is not None

@@ -22,7 +22,6 @@ def create_broker(
     *,
     app_id: str,
     prefetch: int = 1,
-    logger: logging.Logger | None = None,
 ) -> RabbitBroker:
     """A broker that speaks msgspec, confirms every publish and never drops on error.
 
@@ -32,7 +31,6 @@ def create_broker(
     handler concurrency; the default of 1 keeps each queue in order (stage reports must
     not overtake each other). Subscribers that do not care may pass their own channel.
     """
-    kwargs = {} if logger is None else {"logger": logger}
     return RabbitBroker(
         amqp_url,
         app_id=app_id,
@@ -41,7 +39,8 @@ def create_broker(
         default_channel=Channel(prefetch_count=prefetch, publisher_confirms=True),
         # Fail start-up quickly when RabbitMQ is down, so the operator sees why.
         fail_fast=True,
-        **kwargs,
+        # Per-message "Received"/"Processed" lines are debug detail, not operations news.
+        log_level=logging.DEBUG,
     )
 
 

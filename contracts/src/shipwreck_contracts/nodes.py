@@ -1,0 +1,187 @@
+"""Node work, node reports and node lifecycle.
+
+Work goes from the orchestrator to one node's work queue; the node reports each stage back.
+Every work item and report carries the placement ``attempt``: when a node is declared lost
+its work is rescheduled with a higher attempt, and late reports from the old attempt are
+recognisable as stale.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, TypeAlias
+
+import msgspec
+
+from .base import Message
+from .enums import Stage
+from .placement import Requirements
+from .values import (
+    Actor,
+    AppName,
+    Attempt,
+    AwareDatetime,
+    BranchName,
+    CommitSha,
+    Megabytes,
+    RepoUrl,
+)
+
+Hostname = Annotated[str, msgspec.Meta(min_length=1, max_length=253)]
+
+# --- work (orchestrator -> node work queue) -------------------------------------------------
+
+
+class DeployWork(Message, tag="node.deploy.v1", frozen=True, kw_only=True):
+    """Clone, build, test and start a deployment on ``node_id``, then take over the route.
+
+    ``commit`` pins the commit; without it the node deploys the head of ``branch`` and
+    reports the commit it resolved. Running the same work twice has one effect: containers
+    are found again by their deployment id label.
+    """
+
+    deployment_id: uuid.UUID
+    app: AppName
+    repo_url: RepoUrl
+    branch: BranchName
+    commit: CommitSha | None = None
+    node_id: uuid.UUID
+    attempt: Attempt = 1
+    requirements: Requirements = msgspec.field(default_factory=Requirements)
+    requested_at: AwareDatetime
+
+
+class CancelWork(Message, tag="node.cancel.v1", frozen=True, kw_only=True):
+    """Abandon a deployment's work in progress and remove what it created."""
+
+    deployment_id: uuid.UUID
+    node_id: uuid.UUID
+    attempt: Attempt = 1
+    reason: str = ""
+    requested_at: AwareDatetime
+
+
+class StopWork(Message, tag="node.stop.v1", frozen=True, kw_only=True):
+    """Stop and remove the container of a deployment (superseded, or its app stopped).
+
+    The node removes the app's route only if it still points at this deployment, so stopping
+    a superseded deployment never takes down its successor.
+    """
+
+    deployment_id: uuid.UUID
+    app: AppName
+    node_id: uuid.UUID
+    reason: str = ""
+    requested_at: AwareDatetime
+
+
+# --- reports (node -> orchestrator) ---------------------------------------------------------
+
+
+class StageReported(Message, tag="node.stage-reported.v1", frozen=True, kw_only=True):
+    """The node started a stage of a deployment.
+
+    ``commit`` is set once the node has resolved it (from CLONING on).
+    """
+
+    deployment_id: uuid.UUID
+    node_id: uuid.UUID
+    attempt: Attempt = 1
+    stage: Stage
+    commit: CommitSha | None = None
+    message: str = ""
+    at: AwareDatetime
+
+
+class WorkSucceeded(Message, tag="node.work-succeeded.v1", frozen=True, kw_only=True):
+    """The deployment is up, healthy and serving the app's route at ``url``.
+
+    ``warnings`` are non-fatal findings, such as unknown keys in the Shipwreck.toml.
+    """
+
+    deployment_id: uuid.UUID
+    node_id: uuid.UUID
+    attempt: Attempt = 1
+    commit: CommitSha
+    image: str
+    container_id: str
+    url: str
+    warnings: list[str] = []
+    at: AwareDatetime
+
+
+class WorkFailed(Message, tag="node.work-failed.v1", frozen=True, kw_only=True):
+    """The deployment failed at ``stage``; ``reason`` is for people and holds no secrets."""
+
+    deployment_id: uuid.UUID
+    node_id: uuid.UUID
+    attempt: Attempt = 1
+    stage: Stage
+    reason: str
+    commit: CommitSha | None = None
+    at: AwareDatetime
+
+
+# --- lifecycle ------------------------------------------------------------------------------
+
+
+class NodeRegistered(Message, tag="node.registered.v1", frozen=True, kw_only=True):
+    """A node process started and offers its capacity."""
+
+    node_id: uuid.UUID
+    hostname: Hostname
+    cpu_count: Annotated[int, msgspec.Meta(ge=1)]
+    mem_total_mb: Megabytes
+    labels: dict[str, str] = {}
+    started_at: AwareDatetime
+
+
+class NodeHeartbeat(Message, tag="node.heartbeat.v1", frozen=True, kw_only=True):
+    """A node is alive; its current load and the deployments it runs.
+
+    It repeats the static facts of ``NodeRegistered`` so that a scheduler that missed the
+    registration (or was rebuilt) still knows the node after one heartbeat.
+    """
+
+    node_id: uuid.UUID
+    hostname: Hostname
+    cpu_count: Annotated[int, msgspec.Meta(ge=1)]
+    mem_total_mb: Megabytes
+    mem_free_mb: Megabytes
+    load_avg: Annotated[float, msgspec.Meta(ge=0)]
+    running: list[uuid.UUID] = []
+    at: AwareDatetime
+
+
+class DrainNode(Message, tag="node.drain.v1", frozen=True, kw_only=True):
+    """Place no new work on a node (for maintenance); what runs there keeps running."""
+
+    node_id: uuid.UUID
+    actor: Actor
+    reason: str = ""
+    requested_at: AwareDatetime
+
+
+class NodeDrained(Message, tag="node.drained.v1", frozen=True, kw_only=True):
+    """The scheduler will place no new work on the node."""
+
+    node_id: uuid.UUID
+    actor: Actor
+    reason: str = ""
+    at: AwareDatetime
+
+
+class NodeLost(Message, tag="node.lost.v1", frozen=True, kw_only=True):
+    """A node stopped heartbeating; ``deployments`` it ran must be rescheduled."""
+
+    node_id: uuid.UUID
+    last_seen_at: AwareDatetime
+    deployments: list[uuid.UUID] = []
+    at: AwareDatetime
+
+
+NodeWork: TypeAlias = DeployWork | CancelWork | StopWork
+"""Everything that arrives on a node's work queue (decode target for the node)."""
+
+NodeReport: TypeAlias = StageReported | WorkSucceeded | WorkFailed
+"""Everything a node reports about its work (decode target for the orchestrator)."""

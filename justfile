@@ -1,0 +1,36 @@
+# Shipwreck: `just up` runs the platform, `just test` runs the whole suite.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List the recipes.
+default:
+    @just --list
+
+# Run every service as its own process (api, orchestrator, scheduler, watcher, node); Ctrl-C or SIGTERM stops them all.
+up:
+    uv sync --quiet
+    uv run python deploy/preflight.py
+    exec uv run honcho --no-prefix start -f deploy/Procfile -d .
+
+# Run the whole test suite against the real RabbitMQ, PostgreSQL and Docker.
+test *ARGS:
+    uv run pytest {{ARGS}}
+
+# Static checks: ruff, mypy --strict, and the import boundaries.
+lint:
+    uv run ruff check .
+    uv run ruff format --check .
+    uv run mypy
+    uv run lint-imports
+
+# Build the local base images for the language templates (mmdebstrap + docker import).
+images *ARGS:
+    bash deploy/images/build.sh {{ARGS}}
+
+# Regenerate contracts/schemas/ from the message Structs.
+schemas:
+    uv run python contracts/generate_schemas.py
+
+# Run the benchmarks; figures go to docs/BENCHMARKS.md.
+bench *ARGS:
+    uv run pytest tests/bench -p no:cacheprovider -o addopts="" {{ARGS}}

@@ -1,0 +1,36 @@
+"""``python -m shipwreck_api``: serve GraphQL over HTTP and websockets."""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+
+from shipwreck_api.app import create_app
+from shipwreck_api.settings import ApiSettings
+from shipwreck_runtime import configure_logging, load_settings
+
+
+def main() -> int:
+    """Load settings from the environment and serve until SIGINT/SIGTERM."""
+    settings = load_settings(ApiSettings)
+    log = configure_logging("api", settings.log_level)
+    app = create_app(settings, logger=log)
+    config = uvicorn.Config(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        ws="websockets-sansio",
+        lifespan="on",
+    )
+    try:
+        uvicorn.Server(config).run()
+    except (ConnectionError, OSError) as e:
+        log.error("api cannot start: %s. Is RabbitMQ running (`rabbitmq-server -detached`)?", e)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""``python -m shipwreck_node``: run a worker node."""
+
+from __future__ import annotations
+
+import sys
+
+from shipwreck_messaging.service import run_service
+from shipwreck_node.app import create_app
+from shipwreck_node.settings import NodeSettings
+from shipwreck_runtime import configure_logging, load_settings
+
+
+def main() -> int:
+    """Load settings from the environment and run until SIGINT/SIGTERM."""
+    settings = load_settings(NodeSettings)
+    log = configure_logging("node", settings.log_level)
+    return run_service(create_app(settings, logger=log), "node", settings.amqp_url, log)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""The scheduler's live view of the nodes: a pure table fed by heartbeats."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from shipwreck_contracts import NodeHeartbeat, NodeRegistered
+
+
+@dataclass
+class NodeView:
+    """What the scheduler knows of one node."""
+
+    node_id: uuid.UUID
+    hostname: str
+    cpu_count: int
+    mem_total_mb: int
+    mem_free_mb: int = 0
+    load_avg: float = 0.0
+    running: list[uuid.UUID] = field(default_factory=list)
+    last_seen_at: datetime | None = None
+
+
+@dataclass
+class NodeTable:
+    """Nodes by id, updated from registrations and heartbeats."""
+
+    nodes: dict[uuid.UUID, NodeView] = field(default_factory=dict)
+
+    def register(self, msg: NodeRegistered) -> bool:
+        """Record a registration; True when the node was not known before."""
+        known = msg.node_id in self.nodes
+        view = self.nodes.get(msg.node_id) or NodeView(
+            msg.node_id, msg.hostname, msg.cpu_count, msg.mem_total_mb
+        )
+        view.hostname, view.cpu_count = msg.hostname, msg.cpu_count
+        view.mem_total_mb = msg.mem_total_mb
+        view.last_seen_at = max(filter(None, (view.last_seen_at, msg.started_at)))
+        self.nodes[msg.node_id] = view
+        return not known
+
+    def heartbeat(self, msg: NodeHeartbeat) -> bool:
+        """Record a heartbeat; True when it introduced a node not seen before."""
+        view = self.nodes.get(msg.node_id)
+        new = view is None
+        if view is None:
+            view = NodeView(msg.node_id, msg.hostname, msg.cpu_count, msg.mem_total_mb)
+            self.nodes[msg.node_id] = view
+        if view.last_seen_at is not None and msg.at < view.last_seen_at:
+            return new  # a late heartbeat never rolls the view back
+        view.hostname, view.cpu_count = msg.hostname, msg.cpu_count
+        view.mem_total_mb, view.mem_free_mb = msg.mem_total_mb, msg.mem_free_mb
+        view.load_avg, view.running = msg.load_avg, list(msg.running)
+        view.last_seen_at = msg.at
+        return new
+
+    def live(self, now: datetime, timeout: timedelta) -> list[NodeView]:
+        """Nodes heard from within ``timeout`` of ``now``."""
+        return [
+            v
+            for v in self.nodes.values()
+            if v.last_seen_at is not None and now - v.last_seen_at <= timeout
+        ]

@@ -1,0 +1,47 @@
+"""The scheduler's node table: registrations, heartbeats, liveness."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from shipwreck_contracts import NodeHeartbeat, NodeRegistered
+from shipwreck_scheduler.nodes import NodeTable
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+NODE = uuid.uuid4()
+
+
+def _beat(at: datetime, free: int = 1000) -> NodeHeartbeat:
+    return NodeHeartbeat(
+        node_id=NODE,
+        hostname="n1",
+        cpu_count=2,
+        mem_total_mb=4096,
+        mem_free_mb=free,
+        load_avg=0.5,
+        at=at,
+    )
+
+
+def test_registration_is_new_once() -> None:
+    table = NodeTable()
+    msg = NodeRegistered(node_id=NODE, hostname="n1", cpu_count=2, mem_total_mb=4096, started_at=T0)
+    assert table.register(msg) is True
+    assert table.register(msg) is False
+
+
+def test_a_late_heartbeat_never_rolls_the_view_back() -> None:
+    table = NodeTable()
+    table.heartbeat(_beat(T0 + timedelta(seconds=4), free=700))
+    table.heartbeat(_beat(T0 + timedelta(seconds=2), free=900))
+    assert table.nodes[NODE].mem_free_mb == 700
+
+
+def test_only_recently_heard_nodes_are_live() -> None:
+    table = NodeTable()
+    table.heartbeat(_beat(T0))
+    assert [v.node_id for v in table.live(T0 + timedelta(seconds=9), timedelta(seconds=10))] == [
+        NODE
+    ]
+    assert table.live(T0 + timedelta(seconds=11), timedelta(seconds=10)) == []
