@@ -92,7 +92,8 @@ async def test_relay_publishes_each_integration_event_with_its_position(
     stores: StoreFactory,
 ) -> None:
     writer = make_writer(stores.config(), stores.name("w"))
-    ledger = _write_entries(writer, ["a", "b", "c"])
+    keys = [f"k{i:02d}" for i in range(60)]
+    _write_entries(writer, keys)
     route = Route(unique("test.relay"), ("test.entry-announced.v1",))
     broker = create_broker(AMQP_URL, app_id="test")
     seen: list[tuple[str, dict[str, Any]]] = []
@@ -103,22 +104,22 @@ async def test_relay_publishes_each_integration_event_with_its_position(
         msg: EntryAnnounced, headers: dict[str, Any] = Context("message.headers")
     ) -> None:
         seen.append((msg.key, headers))
-        if len(seen) == 3:
+        if len(seen) == len(keys):
             done.set()
 
     async with broker:
         await broker.start()
         relay = OutboxRelay(writer, broker, translate)
-        assert await relay.run_once() == 4  # Opened + three entries, in one batch
+        assert await relay.run_once() == 61  # Opened + the entries, in one batch
         await asyncio.wait_for(done.wait(), 10)
         assert await relay.run_once() == 0
     await _delete_queue(route.queue)
 
-    assert [key for key, _ in seen] == ["a", "b", "c"]
+    # Published concurrently, confirmed together, yet delivered in log order.
+    assert [key for key, _ in seen] == keys
     assert {h[ORIGIN_HEADER] for _, h in seen} == {writer.name}
-    assert [h[POSITION_HEADER] for _, h in seen] == [2, 3, 4]
-    assert await relay.position() == 4
-    assert ledger.id
+    assert [h[POSITION_HEADER] for _, h in seen] == list(range(2, 62))
+    assert await relay.position() == 61
     writer.close()
 
 
