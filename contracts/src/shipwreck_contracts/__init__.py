@@ -73,6 +73,7 @@ from .placement import (
     RequestPlacement,
     Requirements,
 )
+from .projections import ReplayFinished, ReplayRequested
 from .repos import RepoChanged, WebhookReceived
 from .values import (
     Actor,
@@ -134,6 +135,8 @@ __all__ = [
     "NodeWork",
     "PlacementDecided",
     "PlacementFailed",
+    "ReplayFinished",
+    "ReplayRequested",
     "RepoChanged",
     "RepoUrl",
     "RequestDeployment",

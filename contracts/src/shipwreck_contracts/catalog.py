@@ -39,6 +39,7 @@ from .nodes import (
     WorkSucceeded,
 )
 from .placement import PlacementDecided, PlacementFailed, RequestPlacement
+from .projections import ReplayFinished, ReplayRequested
 from .repos import RepoChanged, WebhookReceived
 
 AnyMessage: TypeAlias = (
@@ -53,6 +54,7 @@ AnyMessage: TypeAlias = (
     | CancelWork
     | StopWork
     | DrainNode
+    | ReplayRequested
     # events
     | DeploymentRequested
     | DeploymentInitialized
@@ -76,6 +78,7 @@ AnyMessage: TypeAlias = (
     | RepoChanged
     | WebhookReceived
     | LogLine
+    | ReplayFinished
 )
 """A tagged union of every integration message; msgspec picks the class by ``type``."""
 
