@@ -9,3 +9,9 @@ import pytest
 def anyio_backend() -> str:
     # FastStream and aio-pika run on asyncio; trio is not a target.
     return "asyncio"
+
+
+# Shared fixtures of the integration and end-to-end suites.
+from tests.support.platform import platform  # noqa: E402
+
+__all__ = ["anyio_backend", "platform"]

@@ -6,6 +6,7 @@ from shipwreck_eventstore.mapper import MsgspecMapper
 from shipwreck_eventstore.processing import ConcurrencyConflict, process_once
 from shipwreck_eventstore.relay import (
     OutboxRelay,
+    Routed,
     Translate,
     relay_position_name,
     tracking_from_headers,
@@ -16,6 +17,7 @@ __all__ = [
     "ConcurrencyConflict",
     "MsgspecMapper",
     "OutboxRelay",
+    "Routed",
     "ShipwreckApplication",
     "StoreConfig",
     "StoreConfigError",

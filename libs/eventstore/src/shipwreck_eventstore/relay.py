@@ -13,21 +13,45 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 from eventsourcing.persistence import Notification, Tracking
 from faststream.rabbit import RabbitBroker
 
-from shipwreck_contracts.base import Message
+from shipwreck_contracts import ReplayFinished
+from shipwreck_contracts.base import Message, tag_of
 from shipwreck_eventstore.application import ShipwreckApplication
 from shipwreck_messaging.publishing import ORIGIN_HEADER, POSITION_HEADER, publish
 
 log = logging.getLogger(__name__)
 
-Translate = Callable[[Any], Message | None]
-"""Maps one domain event to the integration message it announces, or None (private)."""
+
+@dataclass(frozen=True)
+class Routed:
+    """A message sent under an explicit routing key (work for one node: ``work.<id>``)."""
+
+    message: Message
+    routing_key: str
+
+
+Outgoing = Message | Routed
+Translate = Callable[[Any], Outgoing | Sequence[Outgoing] | None]
+"""Maps one domain event to what it announces: nothing (private), one message, or several.
+
+Several messages from one event share its position, so each must go to a different
+consumer: a consumer's Tracking would take the second for a duplicate of the first."""
+
+
+def outgoing(translated: Outgoing | Sequence[Outgoing] | None) -> list[Routed]:
+    """Normalise a translation to routed messages (routing key = tag unless given)."""
+    if translated is None:
+        return []
+    items = [translated] if isinstance(translated, Message | Routed) else list(translated)
+    return [i if isinstance(i, Routed) else Routed(i, tag_of(i)) for i in items]
 
 
 def relay_position_name(app_name: str) -> str:
@@ -76,33 +100,79 @@ class OutboxRelay:
 
         Does not record the position: :meth:`record_position` does, after this returns.
         """
-        start = await self.position() + 1
-        notifications: list[Notification] = list(
-            await anyio.to_thread.run_sync(
-                lambda: self.app.process_recorder.select_notifications(start, self.batch_size)
-            )
-        )
+        notifications = await self._select(await self.position() + 1)
         if not notifications:
             return None
         publishes = []
         for notification in notifications:
             domain_event = self.app.mapper.to_domain_event(notification)
-            message = self.translate(domain_event)
-            if message is None:
-                continue
-            publishes.append(
-                publish(
-                    self.broker,
-                    message,
-                    headers={ORIGIN_HEADER: self.app.name, POSITION_HEADER: notification.id},
-                    message_id=f"{self.app.name}:{notification.id}",
+            for routed in outgoing(self.translate(domain_event)):
+                publishes.append(
+                    publish(
+                        self.broker,
+                        routed.message,
+                        routing_key=routed.routing_key,
+                        headers={ORIGIN_HEADER: self.app.name, POSITION_HEADER: notification.id},
+                        message_id=f"{self.app.name}:{notification.id}",
+                    )
                 )
-            )
         # Sent in log order on one channel, confirmed together: waiting for each confirm in
         # turn would cap the relay at one broker round trip per message. If any publish
         # fails, the position is not recorded and the whole batch goes again.
         await asyncio.gather(*publishes)
         return notifications[-1].id
+
+    async def replay(self, reply_to: str, after_position: int = 0) -> int:
+        """Republish every integration message after ``after_position`` to queue ``reply_to``.
+
+        For rebuilding a reader's read model: straight to its queue (default exchange), with
+        the same origin and position headers as live messages, then ``ReplayFinished``.
+        Returns the last position replayed. Reading is bounded by what the relay has already
+        published, so a replay never announces an event before its live publication.
+        """
+        last = max(after_position, 0)
+        published_up_to = await self.position()
+        while last < published_up_to:
+            notifications = await self._select(last + 1, stop=published_up_to)
+            if not notifications:
+                break
+            sends = []
+            for notification in notifications:
+                for routed in outgoing(
+                    self.translate(self.app.mapper.to_domain_event(notification))
+                ):
+                    if routed.routing_key != tag_of(routed.message):
+                        continue  # work for a node is not part of any read model
+                    sends.append(
+                        self.broker.publish(
+                            routed.message,
+                            queue=reply_to,
+                            persist=True,
+                            headers={
+                                ORIGIN_HEADER: self.app.name,
+                                POSITION_HEADER: notification.id,
+                            },
+                            message_id=f"{self.app.name}:{notification.id}",
+                            message_type=tag_of(routed.message),
+                        )
+                    )
+            await asyncio.gather(*sends)
+            last = notifications[-1].id
+        await self.broker.publish(
+            ReplayFinished(origin=self.app.name, last_position=last, at=datetime.now(UTC)),
+            queue=reply_to,
+            persist=True,
+            message_type=tag_of(ReplayFinished),
+        )
+        return last
+
+    async def _select(self, start: int, stop: int | None = None) -> list[Notification]:
+        recorder = self.app.process_recorder
+        return list(
+            await anyio.to_thread.run_sync(
+                lambda: recorder.select_notifications(start, self.batch_size, stop=stop)
+            )
+        )
 
     async def record_position(self, position: int) -> None:
         """Record that everything up to ``position`` is published."""

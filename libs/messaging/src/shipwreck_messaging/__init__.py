@@ -6,6 +6,7 @@ from shipwreck_messaging.publishing import (
     POSITION_HEADER,
     PublishFailed,
     publish,
+    tag_filter,
 )
 from shipwreck_messaging.topology import (
     DEAD_LETTER_EXCHANGE,
@@ -38,4 +39,5 @@ __all__ = [
     "node_work_routing_key",
     "publish",
     "quorum_queue",
+    "tag_filter",
 ]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from faststream.rabbit import RabbitBroker
 
@@ -64,3 +65,19 @@ def _check_confirmation(tag: str, key: str, confirmation: object) -> None:
             "(is the receiving service's topology declared?)"
         )
     raise PublishFailed(f"{tag} (routing key {key!r}) was not confirmed by RabbitMQ: {name}")
+
+
+def tag_filter(message_class: type[Message]) -> Callable[[Any], bool]:
+    """A FastStream subscriber filter matching deliveries of ``message_class``.
+
+    It reads the AMQP ``type`` property that :func:`publish` sets (routing keys are not
+    always the tag: work goes to ``work.<node>``, replays straight to a queue).
+    """
+    tag = tag_of(message_class)
+
+    def matches(msg: Any) -> bool:
+        raw = msg.raw_message
+        return bool((getattr(raw, "type", None) or raw.routing_key) == tag)
+
+    matches.__name__ = f"is_{tag}"
+    return matches

@@ -2,20 +2,67 @@
 
 Every service declares the whole table at start-up, so a command or report published
 while its consumer is down waits in a durable quorum queue instead of being unroutable.
+Each queue is bound only to the tags its service handles: a bound tag without a handler
+would be retried and then dead-lettered.
 """
 
 from __future__ import annotations
 
-from shipwreck_contracts import NodeHeartbeat, NodeRegistered, tag_of
+from shipwreck_contracts import (
+    CancelDeployment,
+    DeploymentCancelled,
+    DeploymentErrored,
+    DeploymentRunning,
+    DeploymentStopped,
+    DeploymentSuperseded,
+    NodeHeartbeat,
+    NodeRegistered,
+    PlacementDecided,
+    PlacementFailed,
+    ReplayRequested,
+    RequestDeployment,
+    RequestPlacement,
+    SetAppWatch,
+    StageReported,
+    StopApp,
+    WorkFailed,
+    WorkSucceeded,
+    tag_of,
+)
+from shipwreck_contracts.base import Message
 from shipwreck_messaging.topology import Topology
 
 TOPOLOGY = Topology()
 
-# Each queue is bound only to the tags its service handles today: a bound tag with no
-# handler would be retried and dead-lettered. Queues grow their bindings with the services.
 
-SCHEDULER_NODES = TOPOLOGY.add(
-    "scheduler.nodes",
-    [tag_of(m) for m in (NodeRegistered, NodeHeartbeat)],
+def _tags(*classes: type[Message]) -> list[str]:
+    return [tag_of(c) for c in classes]
+
+
+ORCHESTRATOR_COMMANDS = TOPOLOGY.add(
+    "orchestrator.commands",
+    _tags(RequestDeployment, CancelDeployment, StopApp, SetAppWatch, ReplayRequested),
 )
+"""What users (through the api) ask of the orchestrator, and replay requests of readers."""
+
+ORCHESTRATOR_REPORTS = TOPOLOGY.add(
+    "orchestrator.reports",
+    _tags(StageReported, WorkSucceeded, WorkFailed, PlacementDecided, PlacementFailed),
+)
+"""What nodes and the scheduler tell the orchestrator."""
+
+SCHEDULER_NODES = TOPOLOGY.add("scheduler.nodes", _tags(NodeRegistered, NodeHeartbeat))
 """Node registrations and heartbeats: the scheduler's view of which nodes are alive."""
+
+SCHEDULER_PLACEMENT = TOPOLOGY.add(
+    "scheduler.placement",
+    _tags(
+        RequestPlacement,
+        DeploymentRunning,
+        DeploymentErrored,
+        DeploymentCancelled,
+        DeploymentStopped,
+        DeploymentSuperseded,
+    ),
+)
+"""Placement requests, and the outcomes that release a node's reservation."""

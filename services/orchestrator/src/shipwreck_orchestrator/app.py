@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import anyio
 from faststream import FastStream
 from faststream.rabbit import RabbitBroker
 
-from shipwreck_eventstore import ShipwreckApplication, StoreConfig, redact
+from shipwreck_eventstore import OutboxRelay, StoreConfig, redact
 from shipwreck_messaging import create_broker
 from shipwreck_messaging.service import build_service
+from shipwreck_orchestrator.consumers import register
+from shipwreck_orchestrator.service import Orchestrator, OrchestratorService
 from shipwreck_orchestrator.settings import OrchestratorSettings
-
-
-class Orchestrator(ShipwreckApplication):
-    """The sole writer of Deployment and App aggregates."""
-
-    name = "orchestrator"
+from shipwreck_orchestrator.translate import translate
+from shipwreck_runtime import BackgroundTasks
 
 
 def create_app(
@@ -26,12 +25,26 @@ def create_app(
     broker: RabbitBroker | None = None,
     logger: logging.Logger | None = None,
 ) -> FastStream:
-    """Wire the orchestrator: its event store and its broker."""
+    """Wire the orchestrator: store, service, handlers, outbox relay, timeout sweeper."""
     log = logger or logging.getLogger("shipwreck.orchestrator")
     broker = broker or create_broker(settings.amqp_url, app_id="orchestrator")
     store = StoreConfig(database_url=settings.database_url, state_dir=settings.state_dir)
-    # Opened here, not at import: the composition root is the one place that does I/O setup.
     app = Orchestrator(store)
+    service = OrchestratorService(app, settings)
+    relay = OutboxRelay(app, broker, translate)
+    register(broker, service, relay)
+
+    async def sweep_forever() -> None:
+        recovered = await anyio.to_thread.run_sync(service.recover_in_progress)
+        log.info("%d deployments in progress at start-up", recovered)
+        while True:
+            for deployment_id in await anyio.to_thread.run_sync(service.sweep):
+                log.warning("deployment %s timed out", deployment_id)
+            await asyncio.sleep(settings.sweep_interval_seconds)
+
+    tasks = BackgroundTasks()
+    tasks.add("outbox-relay", relay.run)
+    tasks.add("stage-timeouts", sweep_forever)
 
     async def close_store() -> None:
         await anyio.to_thread.run_sync(app.close)
@@ -40,6 +53,7 @@ def create_app(
         "orchestrator",
         broker,
         log,
+        tasks=tasks,
         ready_detail=lambda: f"event store {redact(settings.database_url)}",
         on_stop=close_store,
     )

@@ -6,4 +6,13 @@ from shipwreck_runtime import StoreSettings
 
 
 class OrchestratorSettings(StoreSettings, frozen=True, kw_only=True):
-    """The AMQP URL, log level and event store location shared by every writer."""
+    """Stage timeouts (seconds) guarantee that nothing stays in progress forever."""
+
+    git_allow_private: bool = False
+    timeout_initialized_seconds: float = 60.0
+    timeout_scheduled_seconds: float = 60.0
+    timeout_cloning_seconds: float = 300.0
+    timeout_building_seconds: float = 1200.0
+    timeout_testing_seconds: float = 600.0
+    timeout_starting_seconds: float = 300.0
+    sweep_interval_seconds: float = 5.0

@@ -3,16 +3,54 @@
 from __future__ import annotations
 
 import logging
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
 
 from faststream import FastStream
 from faststream.rabbit import RabbitBroker
 
-from shipwreck_contracts import NodeHeartbeat, NodeRegistered
-from shipwreck_messaging import create_broker, events_exchange
-from shipwreck_messaging.routes import SCHEDULER_NODES
+from shipwreck_contracts import (
+    DeploymentCancelled,
+    DeploymentErrored,
+    DeploymentRunning,
+    DeploymentStopped,
+    DeploymentSuperseded,
+    NodeHeartbeat,
+    NodeRegistered,
+    PlacementDecided,
+    RequestPlacement,
+)
+from shipwreck_messaging import create_broker, events_exchange, publish, tag_filter
+from shipwreck_messaging.routes import SCHEDULER_NODES, SCHEDULER_PLACEMENT
 from shipwreck_messaging.service import build_service
 from shipwreck_scheduler.nodes import NodeTable
+from shipwreck_scheduler.placement import Snapshot, plan
 from shipwreck_scheduler.settings import SchedulerSettings
+
+
+class Assignments:
+    """Which deployments the scheduler gave each node, until they end."""
+
+    def __init__(self) -> None:
+        self.by_node: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
+
+    def assign(self, node_id: uuid.UUID, deployment_id: uuid.UUID) -> None:
+        """Count ``deployment_id`` against ``node_id`` (only there)."""
+        self.release(deployment_id)
+        self.by_node[node_id].add(deployment_id)
+
+    def release(self, deployment_id: uuid.UUID) -> None:
+        """The deployment ended: it no longer loads its node."""
+        for deployments in self.by_node.values():
+            deployments.discard(deployment_id)
+
+    def counts(self, table: NodeTable) -> dict[uuid.UUID, int]:
+        """Deployments per node: those it reports running and those just given to it."""
+        return {
+            node_id: len(set(view.running) | self.by_node.get(node_id, set()))
+            for node_id, view in table.nodes.items()
+        }
 
 
 def create_app(
@@ -22,20 +60,48 @@ def create_app(
     table: NodeTable | None = None,
     logger: logging.Logger | None = None,
 ) -> FastStream:
-    """Wire the scheduler: node liveness from registrations and heartbeats."""
+    """Wire the scheduler: node liveness, placement decisions with their scores."""
     log = logger or logging.getLogger("shipwreck.scheduler")
     broker = broker or create_broker(settings.amqp_url, app_id="scheduler")
     nodes = table if table is not None else NodeTable()
+    assignments = Assignments()
+    timeout = timedelta(seconds=settings.node_timeout_seconds)
     inbox = broker.subscriber(SCHEDULER_NODES.declaration(), events_exchange())
+    placement = broker.subscriber(SCHEDULER_PLACEMENT.declaration(), events_exchange())
 
-    @inbox(filter=lambda m: m.raw_message.routing_key == NodeRegistered.__struct_config__.tag)
+    @inbox(filter=tag_filter(NodeRegistered))
     async def on_registered(msg: NodeRegistered) -> None:
         if nodes.register(msg):
             log.info("node %s (%s) registered", msg.hostname, msg.node_id)
 
-    @inbox(filter=lambda m: m.raw_message.routing_key == NodeHeartbeat.__struct_config__.tag)
+    @inbox(filter=tag_filter(NodeHeartbeat))
     async def on_heartbeat(msg: NodeHeartbeat) -> None:
         if nodes.heartbeat(msg):
             log.info("node %s (%s) first heard from", msg.hostname, msg.node_id)
+
+    @placement(filter=tag_filter(RequestPlacement))
+    async def on_request(msg: RequestPlacement) -> None:
+        snapshot = Snapshot(list(nodes.nodes.values()), assignments.counts(nodes))
+        decision = plan(snapshot, msg, datetime.now(UTC), timeout)
+        if isinstance(decision, PlacementDecided):
+            assignments.assign(decision.node_id, msg.deployment_id)
+            log.info("deployment %s -> node %s", msg.deployment_id, decision.node_id)
+        else:
+            log.warning("deployment %s cannot be placed: %s", msg.deployment_id, decision.reason)
+        await publish(broker, decision, mandatory=True)
+
+    ended = (DeploymentErrored, DeploymentCancelled, DeploymentStopped, DeploymentSuperseded)
+    for cls in ended:
+
+        async def on_ended(msg: DeploymentErrored) -> None:
+            assignments.release(msg.deployment_id)
+
+        on_ended.__annotations__["msg"] = cls
+        on_ended.__name__ = f"on_{cls.__name__}"
+        placement(filter=tag_filter(cls))(on_ended)
+
+    @placement(filter=tag_filter(DeploymentRunning))
+    async def on_running(msg: DeploymentRunning) -> None:
+        assignments.assign(msg.node_id, msg.deployment_id)
 
     return build_service("scheduler", broker, log)

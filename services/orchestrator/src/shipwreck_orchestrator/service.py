@@ -1,0 +1,358 @@
+"""The orchestrator's decisions: each message becomes at most one transaction of events.
+
+Methods are synchronous (eventsourcing is) and run in a worker thread. Each reads current
+state, lets the aggregates decide, and records the result through ``process_once``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import Tracking
+
+from shipwreck_contracts import (
+    CancelDeployment,
+    DeploymentStatus,
+    PlacementDecided,
+    PlacementFailed,
+    RequestDeployment,
+    SetAppWatch,
+    StageReported,
+    StopApp,
+    WorkFailed,
+    WorkSucceeded,
+)
+from shipwreck_contracts.gitpolicy import (
+    RefusedRemote,
+    app_name_from_url,
+    check_branch,
+    check_repo_url,
+)
+from shipwreck_eventstore import ShipwreckApplication, process_once
+from shipwreck_orchestrator.domain import IN_PROGRESS, App, Deployment, RepoIndex, app_id
+from shipwreck_orchestrator.domain import repo_index_id as _repo_index_id
+from shipwreck_orchestrator.settings import OrchestratorSettings
+
+log = logging.getLogger(__name__)
+S = DeploymentStatus
+Clock = Callable[[], datetime]
+
+
+class Orchestrator(ShipwreckApplication):
+    """The event-sourced application holding Deployment, App and RepoIndex aggregates."""
+
+    name = "orchestrator"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class OrchestratorService:
+    """Applies commands and reports to the aggregates; the only writer of them."""
+
+    def __init__(
+        self,
+        app: Orchestrator,
+        settings: OrchestratorSettings,
+        *,
+        clock: Clock = _utcnow,
+        resolve: Callable[[str], Sequence[str]] | None = None,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.clock = clock
+        self.resolve = resolve
+        self.timeouts = {
+            S.REQUESTED: settings.timeout_initialized_seconds,
+            S.INITIALIZED: settings.timeout_initialized_seconds,
+            S.SCHEDULED: settings.timeout_scheduled_seconds,
+            S.CLONING: settings.timeout_cloning_seconds,
+            S.BUILDING: settings.timeout_building_seconds,
+            S.TESTING: settings.timeout_testing_seconds,
+            S.STARTING: settings.timeout_starting_seconds,
+        }
+        # Deployments not yet RUNNING or terminal: what the sweeper watches. Rebuilt from
+        # the store at start (see recover_in_progress), kept current by this writer.
+        self.in_progress: set[uuid.UUID] = set()
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _get(self, aggregate_id: uuid.UUID) -> Any | None:
+        try:
+            return self.app.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+
+    def _deployment(self, deployment_id: uuid.UUID) -> Deployment | None:
+        found = self._get(deployment_id)
+        return found if isinstance(found, Deployment) else None
+
+    def _track(self, deployment: Deployment) -> None:
+        if deployment.in_progress:
+            self.in_progress.add(deployment.id)
+        else:
+            self.in_progress.discard(deployment.id)
+
+    def _refusal(self, repo_url: str, branch: str) -> str | None:
+        try:
+            kwargs: dict[str, Any] = {"allow_private": self.settings.git_allow_private}
+            if self.resolve is not None:
+                kwargs["resolve"] = self.resolve
+            check_repo_url(repo_url, **kwargs)
+            check_branch(branch)
+        except RefusedRemote as e:
+            return str(e)
+        return None
+
+    # --- commands -------------------------------------------------------------------------
+
+    def request_deployment(self, cmd: RequestDeployment, tracking: Tracking | None) -> bool:
+        """Create the deployment; accept it (INITIALIZED, placement requested) or refuse it."""
+        touched: list[Deployment] = []
+
+        def decide() -> list[Any]:
+            touched.clear()
+            if self._get(cmd.deployment_id) is not None:
+                return []  # a redelivered request
+            now = self.clock()
+            deployment = Deployment(
+                deployment_id=cmd.deployment_id,
+                repo_url=cmd.repo_url,
+                branch=cmd.branch,
+                watch=cmd.watch,
+                trigger=cmd.trigger,
+                actor=cmd.actor,
+                app=cmd.app,
+                commit=cmd.commit,
+                requested_at=cmd.requested_at,
+            )
+            touched.append(deployment)
+            refusal = self._refusal(cmd.repo_url, cmd.branch)
+            if refusal is not None:
+                deployment.fail(refusal, now)
+                return [deployment]
+            name, new = self._app_for(cmd, now)
+            if name is None:
+                deployment.fail(f"app {cmd.app!r} does not exist; deploy its repository first", now)
+                return [deployment]
+            deployment.accept(name, now)
+            return [deployment, *new]
+
+        recorded = process_once(self.app, tracking, decide)
+        for d in touched:
+            self._track(d)
+        return recorded
+
+    def _app_for(self, cmd: RequestDeployment, now: datetime) -> tuple[str | None, list[Any]]:
+        """The app this request deploys, and the aggregates to create for a new one."""
+        if cmd.app is not None:
+            return (cmd.app if self._get(app_id(cmd.app)) is not None else None), []
+        index = self._get(_repo_index_id(cmd.repo_url, cmd.branch))
+        if isinstance(index, RepoIndex):
+            return index.app, []
+        # The first deploy of a (repository, branch) names the app after the repository;
+        # another repository with the same name gets the first free "-2", "-3", ...
+        base = app_name_from_url(cmd.repo_url)
+        name, n = base, 1
+        while self._get(app_id(name)) is not None:
+            n += 1
+            suffix = f"-{n}"
+            name = base[: 63 - len(suffix)].rstrip("-") + suffix
+        app = App(name=name, repo_url=cmd.repo_url, branch=cmd.branch, watching=cmd.watch, at=now)
+        index = RepoIndex(repo_url=cmd.repo_url, branch=cmd.branch, app=name)
+        return name, [app, index]
+
+    def cancel(self, cmd: CancelDeployment, tracking: Tracking | None) -> bool:
+        """Cancel an in-progress deployment."""
+        return self._on_deployment(
+            cmd.deployment_id,
+            tracking,
+            lambda d: d.cancel(cmd.actor, cmd.reason, self.clock()),
+        )
+
+    def stop_app(self, cmd: StopApp, tracking: Tracking | None) -> bool:
+        """Stop the app: its current deployment ends STOPPED and nothing serves it."""
+        touched: list[Deployment] = []
+
+        def decide() -> list[Any]:
+            touched.clear()
+            app = self._get(app_id(cmd.app))
+            if not isinstance(app, App):
+                log.info("stop of unknown app %s ignored", cmd.app)
+                return []
+            now = self.clock()
+            previous = app.deactivate(now)
+            if previous is None:
+                return []
+            deployment = self._deployment(previous)
+            if deployment is not None and deployment.stop(cmd.actor, cmd.reason, now):
+                touched.append(deployment)
+                return [app, deployment]
+            return [app]
+
+        recorded = process_once(self.app, tracking, decide)
+        for d in touched:
+            self._track(d)
+        return recorded
+
+    def set_watch(self, cmd: SetAppWatch, tracking: Tracking | None) -> bool:
+        """Turn watching an app's branch on or off."""
+
+        def decide() -> list[Any]:
+            app = self._get(app_id(cmd.app))
+            if isinstance(app, App) and app.set_watch(cmd.watching, self.clock()):
+                return [app]
+            return []
+
+        return process_once(self.app, tracking, decide)
+
+    # --- the scheduler's and nodes' reports -----------------------------------------------
+
+    def placement_decided(self, msg: PlacementDecided, tracking: Tracking | None) -> bool:
+        """The scheduler chose a node: SCHEDULED (work goes to that node via the outbox)."""
+        return self._on_deployment(
+            msg.deployment_id,
+            tracking,
+            lambda d: d.schedule(msg.node_id, msg.attempt, list(msg.scores), msg.decided_at),
+        )
+
+    def placement_failed(self, msg: PlacementFailed, tracking: Tracking | None) -> bool:
+        """No node can take the deployment: ERRORED with the scheduler's reason."""
+        return self._on_deployment(
+            msg.deployment_id,
+            tracking,
+            lambda d: (
+                d.attempt == msg.attempt
+                and d.status is S.INITIALIZED
+                and d.fail(f"no node can run it: {msg.reason}", msg.decided_at)
+            ),
+        )
+
+    def stage_reported(self, msg: StageReported, tracking: Tracking | None) -> bool:
+        """A node reached a stage."""
+        return self._on_deployment(
+            msg.deployment_id,
+            tracking,
+            lambda d: d.progress(
+                msg.node_id, msg.attempt, msg.stage, msg.commit, msg.message, msg.at
+            ),
+        )
+
+    def work_failed(self, msg: WorkFailed, tracking: Tracking | None) -> bool:
+        """The node gave up: ERRORED with its reason."""
+        return self._on_deployment(
+            msg.deployment_id,
+            tracking,
+            lambda d: d.fail(
+                msg.reason, msg.at, node_id=msg.node_id, attempt=msg.attempt, commit=msg.commit
+            ),
+        )
+
+    def work_succeeded(self, msg: WorkSucceeded, tracking: Tracking | None) -> bool:
+        """The node serves it: RUNNING; it becomes the app's current deployment and the
+        previous one is superseded (its node stops it, via the outbox)."""
+        touched: list[Deployment] = []
+
+        def decide() -> list[Any]:
+            touched.clear()
+            deployment = self._deployment(msg.deployment_id)
+            if deployment is None or not deployment.succeed(
+                msg.node_id,
+                msg.attempt,
+                msg.commit,
+                msg.url,
+                msg.image,
+                msg.container_id,
+                list(msg.warnings),
+                msg.at,
+            ):
+                return []
+            touched.append(deployment)
+            changed: list[Any] = [deployment]
+            app = self._get(app_id(deployment.app or ""))
+            if isinstance(app, App):
+                previous = app.activate(deployment.id, msg.at)
+                changed.append(app)
+                old = self._deployment(previous) if previous is not None else None
+                if old is not None and old.supersede(deployment.id, msg.at):
+                    changed.append(old)
+            return changed
+
+        recorded = process_once(self.app, tracking, decide)
+        for d in touched:
+            self._track(d)
+        return recorded
+
+    def _on_deployment(
+        self,
+        deployment_id: uuid.UUID,
+        tracking: Tracking | None,
+        change: Callable[[Deployment], bool],
+    ) -> bool:
+        touched: list[Deployment] = []
+
+        def decide() -> list[Any]:
+            touched.clear()
+            deployment = self._deployment(deployment_id)
+            if deployment is None or not change(deployment):
+                return []
+            touched.append(deployment)
+            return [deployment]
+
+        recorded = process_once(self.app, tracking, decide)
+        for d in touched:
+            self._track(d)
+        return recorded
+
+    # --- nothing stuck --------------------------------------------------------------------
+
+    def sweep(self) -> list[uuid.UUID]:
+        """End ERRORED every deployment that sat in one status past that stage's timeout."""
+        now = self.clock()
+        expired = []
+        for deployment_id in sorted(self.in_progress):
+            deployment = self._deployment(deployment_id)
+            if deployment is None or not deployment.in_progress:
+                self.in_progress.discard(deployment_id)
+                continue
+            limit = self.timeouts[deployment.status]
+            if now - deployment.status_since <= timedelta(seconds=limit):
+                continue
+            reason = (
+                f"timed out: no progress in {deployment.status} for {limit:g} s "
+                f"(SHIPWRECK_TIMEOUT_{deployment.status}_SECONDS)"
+            )
+            if self._on_deployment(deployment_id, None, _failer(reason, now)):
+                expired.append(deployment_id)
+        return expired
+
+    def recover_in_progress(self) -> int:
+        """Find the deployments still in progress by reading the store (at start-up)."""
+        statuses: dict[uuid.UUID, str] = {}
+        start = 1
+        recorder = self.app.process_recorder
+        while True:
+            batch = recorder.select_notifications(start, 1000)
+            if not batch:
+                break
+            for n in batch:
+                name = n.topic.rsplit(".", 1)[-1]
+                if ":Deployment." in n.topic or n.topic.endswith(":Deployment"):
+                    statuses[uuid.UUID(str(n.originator_id))] = name
+            start = batch[-1].id + 1
+        ongoing = {"Requested", "Initialized", "PlacementRequested", "Scheduled", "Progressed"}
+        self.in_progress = {i for i, last in statuses.items() if last in ongoing}
+        return len(self.in_progress)
+
+
+def _failer(reason: str, at: datetime) -> Callable[[Deployment], bool]:
+    return lambda d: d.fail(reason, at)
+
+
+__all__ = ["IN_PROGRESS", "Orchestrator", "OrchestratorService"]

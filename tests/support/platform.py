@@ -1,0 +1,125 @@
+"""An isolated platform for integration tests: its own RabbitMQ vhost and PostgreSQL database,
+and helpers to run the real services as processes against them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.support.infra import POSTGRES_URL
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
+
+
+@dataclass
+class Platform:
+    """Addresses of one isolated platform, and the service processes started on it."""
+
+    amqp_url: str
+    database_url: str
+    state_dir: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    logs: dict[str, Path] = field(default_factory=dict)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment a service process runs with."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPWRECK_")}
+        env.update(
+            SHIPWRECK_AMQP_URL=self.amqp_url,
+            SHIPWRECK_DATABASE_URL=self.database_url,
+            SHIPWRECK_STATE_DIR=str(self.state_dir),
+            SHIPWRECK_GIT_ALLOW_PRIVATE="true",
+        )
+        env.update(extra)
+        return env
+
+    def start(
+        self, name: str, module: str, ready: str, *, timeout: float = 60, **extra: str
+    ) -> subprocess.Popen[bytes]:
+        """Run ``python -m module`` and wait until its log says ``ready``."""
+        log = self.state_dir / f"{name}.log"
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", module],
+                cwd=ROOT,
+                env=self.env(**extra),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.processes[name] = proc
+        self.logs[name] = log
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ready in log.read_text(errors="replace"):
+                return proc
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"{name} did not become ready:\n{self.log_tail(name)}")
+
+    def stop(self, name: str) -> None:
+        """SIGTERM a service and wait for it."""
+        proc = self.processes.pop(name)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def log_tail(self, name: str, chars: int = 4000) -> str:
+        """The end of a service's log, for failure messages."""
+        return self.logs[name].read_text(errors="replace")[-chars:]
+
+    def stop_all(self) -> None:
+        """Stop every service started here."""
+        for name in list(self.processes):
+            self.stop(name)
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[Platform]:
+    """A fresh vhost and database for one test, removed afterwards."""
+    suffix = uuid.uuid4().hex[:10]
+    vhost = f"shipwreck-test-{suffix}"
+    dbname = f"shipwreck_test_{suffix}"
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{dbname}"')
+    base = POSTGRES_URL.rsplit("/", 1)[0]
+    state = tmp_path / "platform"
+    state.mkdir()
+    p = Platform(
+        amqp_url=f"amqp://guest:guest@127.0.0.1:5672/{vhost}",
+        database_url=f"{base}/{dbname}",
+        state_dir=state,
+    )
+    try:
+        yield p
+    finally:
+        p.stop_all()
+        _rabbitmqctl("delete_vhost", vhost)
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+
+def service_env(values: Mapping[str, str]) -> dict[str, str]:
+    """``SHIPWRECK_*`` settings as keyword arguments for :meth:`Platform.start`."""
+    return {f"SHIPWRECK_{k.upper()}": v for k, v in values.items()}

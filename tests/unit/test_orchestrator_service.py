@@ -1,0 +1,334 @@
+"""The orchestrator's decisions, on a real (SQLite) store, message by message."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from eventsourcing.persistence import Tracking
+
+from shipwreck_contracts import (
+    CancelDeployment,
+    DeploymentStatus,
+    NodeScore,
+    PlacementDecided,
+    PlacementFailed,
+    RequestDeployment,
+    Stage,
+    StageReported,
+    StopApp,
+    WorkFailed,
+    WorkSucceeded,
+)
+from shipwreck_eventstore import StoreConfig
+from shipwreck_orchestrator.domain import App, Deployment, app_id
+from shipwreck_orchestrator.service import Orchestrator, OrchestratorService
+from shipwreck_orchestrator.settings import OrchestratorSettings
+from shipwreck_orchestrator.translate import translate
+
+S = DeploymentStatus
+NODE = uuid.uuid4()
+SHA = "a" * 40
+PUBLIC = ["140.82.112.3"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def service(tmp_path: Path, clock: Clock) -> Iterator[OrchestratorService]:
+    app = Orchestrator(StoreConfig(state_dir=str(tmp_path)))
+    yield OrchestratorService(app, OrchestratorSettings(), clock=clock, resolve=lambda host: PUBLIC)
+    app.close()
+
+
+def _request(
+    url: str = "https://github.com/ethanshry/scapegoat", **kw: object
+) -> RequestDeployment:
+    fields: dict[str, object] = {
+        "deployment_id": uuid.uuid4(),
+        "repo_url": url,
+        "actor": "admin",
+        "requested_at": datetime(2026, 5, 1, 12, 0, tzinfo=UTC),
+    }
+    fields.update(kw)
+    return RequestDeployment(**fields)  # type: ignore[arg-type]
+
+
+def _deployment(service: OrchestratorService, deployment_id: uuid.UUID) -> Deployment:
+    found = service.app.repository.get(deployment_id)
+    assert isinstance(found, Deployment)
+    return found
+
+
+def _run_to(
+    service: OrchestratorService, cmd: RequestDeployment, clock: Clock, node: uuid.UUID = NODE
+) -> None:
+    service.request_deployment(cmd, None)
+    service.placement_decided(
+        PlacementDecided(
+            deployment_id=cmd.deployment_id,
+            app="scapegoat",
+            node_id=node,
+            scores=[NodeScore(node_id=node, score=1.0)],
+            decided_at=clock.now,
+        ),
+        None,
+    )
+    for stage in (Stage.CLONING, Stage.BUILDING, Stage.STARTING):
+        service.stage_reported(
+            StageReported(
+                deployment_id=cmd.deployment_id, node_id=node, stage=stage, commit=SHA, at=clock.now
+            ),
+            None,
+        )
+    service.work_succeeded(
+        WorkSucceeded(
+            deployment_id=cmd.deployment_id,
+            node_id=node,
+            commit=SHA,
+            image="img",
+            container_id="c1",
+            url="http://127.0.0.1:1234/",
+            at=clock.now,
+        ),
+        None,
+    )
+
+
+def test_an_accepted_request_is_initialized_under_the_repository_name(
+    service: OrchestratorService,
+) -> None:
+    cmd = _request()
+    assert service.request_deployment(cmd, None)
+    d = _deployment(service, cmd.deployment_id)
+    assert (d.status, d.app, d.attempt) == (S.INITIALIZED, "scapegoat", 1)
+    assert d.id in service.in_progress
+    topics = [type(e).__qualname__ for e in service.app.events.get(d.id)]
+    assert topics == [
+        "Deployment.Requested",
+        "Deployment.Initialized",
+        "Deployment.PlacementRequested",
+    ]
+
+
+def test_a_redelivered_request_changes_nothing(service: OrchestratorService) -> None:
+    cmd = _request()
+    service.request_deployment(cmd, None)
+    service.request_deployment(cmd, None)
+    assert len(list(service.app.events.get(cmd.deployment_id))) == 3
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "https://127.0.0.1/x", "--upload-pack=x"])
+def test_a_refused_url_ends_errored_at_requested_with_the_reason(
+    service: OrchestratorService, url: str
+) -> None:
+    cmd = _request(url)
+    service.request_deployment(cmd, None)
+    d = _deployment(service, cmd.deployment_id)
+    assert d.status is S.ERRORED
+    assert d.error
+    assert "allowed" in d.error or "refused" in d.error
+    assert d.id not in service.in_progress
+
+
+def test_the_full_happy_path_reaches_running_and_activates_the_app(
+    service: OrchestratorService, clock: Clock
+) -> None:
+    cmd = _request()
+    _run_to(service, cmd, clock)
+    d = _deployment(service, cmd.deployment_id)
+    assert (d.status, d.commit, d.url) == (S.RUNNING, SHA, "http://127.0.0.1:1234/")
+    app = service.app.repository.get(app_id("scapegoat"))
+    assert isinstance(app, App)
+    assert app.current == cmd.deployment_id
+    assert d.id not in service.in_progress
+
+
+def test_a_second_running_deployment_supersedes_the_first(
+    service: OrchestratorService, clock: Clock
+) -> None:
+    first, second = _request(), _request()
+    _run_to(service, first, clock)
+    _run_to(service, second, clock)
+    assert _deployment(service, first.deployment_id).status is S.SUPERSEDED
+    assert _deployment(service, second.deployment_id).status is S.RUNNING
+    last = list(service.app.events.get(first.deployment_id))[-1]
+    messages = translate(last)
+    assert [type(getattr(m, "message", m)).__name__ for m in messages] == [
+        "DeploymentSuperseded",
+        "StopWork",
+    ]
+
+
+def test_stale_reports_from_another_node_are_ignored(
+    service: OrchestratorService, clock: Clock
+) -> None:
+    cmd = _request()
+    service.request_deployment(cmd, None)
+    service.placement_decided(
+        PlacementDecided(
+            deployment_id=cmd.deployment_id, app="scapegoat", node_id=NODE, decided_at=clock.now
+        ),
+        None,
+    )
+    other = uuid.uuid4()
+    assert (
+        not service.stage_reported(
+            StageReported(
+                deployment_id=cmd.deployment_id, node_id=other, stage=Stage.CLONING, at=clock.now
+            ),
+            None,
+        )
+        or _deployment(service, cmd.deployment_id).status is S.SCHEDULED
+    )
+    assert _deployment(service, cmd.deployment_id).status is S.SCHEDULED
+
+
+def test_a_node_failure_ends_errored_at_its_stage(
+    service: OrchestratorService, clock: Clock
+) -> None:
+    cmd = _request()
+    service.request_deployment(cmd, None)
+    service.placement_decided(
+        PlacementDecided(
+            deployment_id=cmd.deployment_id, app="scapegoat", node_id=NODE, decided_at=clock.now
+        ),
+        None,
+    )
+    service.stage_reported(
+        StageReported(
+            deployment_id=cmd.deployment_id, node_id=NODE, stage=Stage.CLONING, at=clock.now
+        ),
+        None,
+    )
+    service.work_failed(
+        WorkFailed(
+            deployment_id=cmd.deployment_id,
+            node_id=NODE,
+            stage=Stage.CLONING,
+            reason="no Shipwreck.toml in repo@abc",
+            at=clock.now,
+        ),
+        None,
+    )
+    d = _deployment(service, cmd.deployment_id)
+    assert (d.status, d.error) == (S.ERRORED, "no Shipwreck.toml in repo@abc")
+    errored = list(service.app.events.get(d.id))[-1]
+    assert errored.stage is S.CLONING
+
+
+def test_no_node_fits_ends_errored(service: OrchestratorService, clock: Clock) -> None:
+    cmd = _request()
+    service.request_deployment(cmd, None)
+    service.placement_failed(
+        PlacementFailed(
+            deployment_id=cmd.deployment_id,
+            app="scapegoat",
+            reason="no live node",
+            decided_at=clock.now,
+        ),
+        None,
+    )
+    d = _deployment(service, cmd.deployment_id)
+    assert d.status is S.ERRORED
+    assert d.error == "no node can run it: no live node"
+
+
+def test_cancel_ends_cancelled_and_tells_the_node(
+    service: OrchestratorService, clock: Clock
+) -> None:
+    cmd = _request()
+    service.request_deployment(cmd, None)
+    service.placement_decided(
+        PlacementDecided(
+            deployment_id=cmd.deployment_id, app="scapegoat", node_id=NODE, decided_at=clock.now
+        ),
+        None,
+    )
+    service.cancel(
+        CancelDeployment(deployment_id=cmd.deployment_id, actor="admin", requested_at=clock.now),
+        None,
+    )
+    assert _deployment(service, cmd.deployment_id).status is S.CANCELLED
+    last = list(service.app.events.get(cmd.deployment_id))[-1]
+    kinds = [type(getattr(m, "message", m)).__name__ for m in translate(last)]
+    assert kinds == ["DeploymentCancelled", "CancelWork"]
+
+
+def test_stages_time_out_so_nothing_stays_in_progress(
+    service: OrchestratorService, clock: Clock
+) -> None:
+    cmd = _request()
+    service.request_deployment(cmd, None)
+    clock.now += timedelta(seconds=30)
+    assert service.sweep() == []
+    clock.now += timedelta(seconds=31)
+    assert service.sweep() == [cmd.deployment_id]
+    d = _deployment(service, cmd.deployment_id)
+    assert d.status is S.ERRORED
+    assert d.error
+    assert "timed out" in d.error
+
+
+def test_in_progress_deployments_are_recovered_from_the_store(tmp_path: Path, clock: Clock) -> None:
+    app = Orchestrator(StoreConfig(state_dir=str(tmp_path)))
+    first = OrchestratorService(app, OrchestratorSettings(), clock=clock, resolve=lambda h: PUBLIC)
+    done, pending = _request(), _request()
+    _run_to(first, done, clock)
+    first.request_deployment(pending, None)
+    restarted = OrchestratorService(app, OrchestratorSettings(), clock=clock)
+    assert restarted.recover_in_progress() == 1
+    assert restarted.in_progress == {pending.deployment_id}
+    app.close()
+
+
+def test_stop_app_stops_its_current_deployment(service: OrchestratorService, clock: Clock) -> None:
+    cmd = _request()
+    _run_to(service, cmd, clock)
+    service.stop_app(StopApp(app="scapegoat", actor="admin", requested_at=clock.now), None)
+    assert _deployment(service, cmd.deployment_id).status is S.STOPPED
+
+
+def test_a_redeploy_by_app_name_reuses_the_app(service: OrchestratorService, clock: Clock) -> None:
+    first = _request()
+    _run_to(service, first, clock)
+    redeploy = _request(app="scapegoat")
+    service.request_deployment(redeploy, None)
+    assert _deployment(service, redeploy.deployment_id).app == "scapegoat"
+    unknown = _request(app="nope")
+    service.request_deployment(unknown, None)
+    d = _deployment(service, unknown.deployment_id)
+    assert d.status is S.ERRORED
+    assert d.error == "app 'nope' does not exist; deploy its repository first"
+
+
+def test_another_repository_with_the_same_name_gets_a_distinct_app(
+    service: OrchestratorService,
+) -> None:
+    a = _request("https://github.com/one/site")
+    b = _request("https://github.com/two/site")
+    service.request_deployment(a, None)
+    service.request_deployment(b, None)
+    assert _deployment(service, a.deployment_id).app == "site"
+    assert _deployment(service, b.deployment_id).app == "site-2"
+
+
+def test_tracked_messages_apply_once(service: OrchestratorService) -> None:
+    cmd = _request()
+    tracking = Tracking("api", 1)
+    assert service.request_deployment(cmd, tracking) is True
+    assert service.request_deployment(cmd, tracking) is False
