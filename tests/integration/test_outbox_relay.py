@@ -33,8 +33,8 @@ from tests.support.stores import StoreFactory
 pytestmark = [pytest.mark.anyio, pytest.mark.infra]
 
 
-def _write_entries(app: ShipwreckApplication, keys: list[str]) -> Ledger:
-    ledger = Ledger("relay", uuid.uuid4(), datetime.now(UTC), Colour.RED)
+def _write_entries(app: ShipwreckApplication, keys: list[str], name: str = "relay") -> Ledger:
+    ledger = Ledger(name, uuid.uuid4(), datetime.now(UTC), Colour.RED)
     for key in keys:
         ledger.add_entry(key, Label(key))
     app.save(ledger)
@@ -179,4 +179,44 @@ async def test_relay_wakes_up_on_save_without_waiting_for_the_poll(
             await task
     await _delete_queue(route.queue)
     assert msg.key == "late"
+    writer.close()
+
+
+async def test_replay_sends_the_published_log_to_one_queue_then_says_it_finished(
+    stores: StoreFactory,
+) -> None:
+    from faststream.rabbit import RabbitQueue
+
+    from shipwreck_contracts import ReplayFinished
+
+    writer = make_writer(stores.config(), stores.name("w"))
+    _write_entries(writer, ["a", "b", "c"])
+    _write_entries(writer, ["not-yet-published"], name="later")
+    reply_to = unique("test.replay")
+    broker = create_broker(AMQP_URL, app_id="test")
+    got: list[tuple[str, int]] = []
+    finished: asyncio.Queue[ReplayFinished] = asyncio.Queue()
+    inbox = broker.subscriber(RabbitQueue(reply_to, exclusive=True, auto_delete=True))
+
+    @inbox(filter=lambda m: m.raw_message.type == "test.entry-announced.v1")
+    async def on_entry(
+        msg: EntryAnnounced, headers: dict[str, Any] = Context("message.headers")
+    ) -> None:
+        got.append((msg.key, headers[POSITION_HEADER]))
+
+    @inbox(filter=lambda m: m.raw_message.type == "projection.replay-finished.v1")
+    async def on_finished(msg: ReplayFinished) -> None:
+        await finished.put(msg)
+
+    async with broker:
+        await broker.start()
+        relay = OutboxRelay(writer, broker, translate, batch_size=2)
+        await relay.publish_batch()  # positions 1-2 published ...
+        await relay.record_position(4)  # ... and, as far as the relay knows, up to 4
+        last = await relay.replay(reply_to, after_position=2)
+        done = await asyncio.wait_for(finished.get(), 10)
+    # Only what the live relay already published (up to 4), after the reader's position (2),
+    # in order, with the positions the live messages carry.
+    assert got == [("b", 3), ("c", 4)]
+    assert (last, done.last_position, done.origin) == (4, 4, writer.name)
     writer.close()
