@@ -309,11 +309,12 @@ def test_a_redeploy_by_app_name_reuses_the_app(service: OrchestratorService, clo
     redeploy = _request(app="scapegoat")
     service.request_deployment(redeploy, None)
     assert _deployment(service, redeploy.deployment_id).app == "scapegoat"
-    unknown = _request(app="nope")
-    service.request_deployment(unknown, None)
-    d = _deployment(service, unknown.deployment_id)
+    elsewhere = _request("https://github.com/other/repo", app="scapegoat")
+    service.request_deployment(elsewhere, None)
+    d = _deployment(service, elsewhere.deployment_id)
     assert d.status is S.ERRORED
-    assert d.error == "app 'nope' does not exist; deploy its repository first"
+    assert d.error
+    assert d.error.startswith("app 'scapegoat' deploys https://github.com/ethanshry/scapegoat")
 
 
 def test_another_repository_with_the_same_name_gets_a_distinct_app(
@@ -332,3 +333,52 @@ def test_tracked_messages_apply_once(service: OrchestratorService) -> None:
     tracking = Tracking("api", 1)
     assert service.request_deployment(cmd, tracking) is True
     assert service.request_deployment(cmd, tracking) is False
+
+
+def test_several_apps_can_deploy_one_branch_under_their_own_names(
+    service: OrchestratorService,
+) -> None:
+    default, staging = _request(), _request(app="scapegoat-staging")
+    service.request_deployment(default, None)
+    service.request_deployment(staging, None)
+    assert _deployment(service, staging.deployment_id).app == "scapegoat-staging"
+    again = _request()
+    service.request_deployment(again, None)
+    assert _deployment(service, again.deployment_id).app == "scapegoat"
+
+
+def test_a_new_commit_deploys_every_watching_app_once(
+    service: OrchestratorService, clock: Clock
+) -> None:
+    from shipwreck_contracts import RepoChanged, SetAppWatch, Trigger
+
+    service.request_deployment(_request(), None)
+    service.request_deployment(_request(app="scapegoat-b"), None)
+    service.request_deployment(_request(app="scapegoat-c", watch=False), None)
+    change = RepoChanged(
+        repo_url="https://github.com/ethanshry/scapegoat",
+        branch="main",
+        commit="b" * 40,
+        trigger=Trigger.WATCH,
+        detected_at=clock.now,
+    )
+    service.repo_changed(change, None)
+    service.repo_changed(change, None)  # the same commit again (poll and webhook): no-op
+    watch = [d for d in service.in_progress if _deployment(service, d).trigger is Trigger.WATCH]
+    assert sorted(_deployment(service, d).app or "" for d in watch) == ["scapegoat", "scapegoat-b"]
+    assert all(_deployment(service, d).commit == "b" * 40 for d in watch)
+    service.set_watch(
+        SetAppWatch(app="scapegoat-b", watching=False, actor="admin", requested_at=clock.now), None
+    )
+    service.repo_changed(
+        RepoChanged(
+            repo_url="https://github.com/ethanshry/scapegoat",
+            branch="main",
+            commit="d" * 40,
+            trigger=Trigger.WATCH,
+            detected_at=clock.now,
+        ),
+        None,
+    )
+    latest = [d for d in service.in_progress if _deployment(service, d).commit == "d" * 40]
+    assert [_deployment(service, d).app for d in latest] == ["scapegoat"]

@@ -9,6 +9,7 @@ would be retried and then dead-lettered.
 from __future__ import annotations
 
 from shipwreck_contracts import (
+    AppWatchChanged,
     CancelDeployment,
     DeploymentCancelled,
     DeploymentErrored,
@@ -20,6 +21,7 @@ from shipwreck_contracts import (
     PlacementDecided,
     PlacementFailed,
     ReplayRequested,
+    RepoChanged,
     RequestDeployment,
     RequestPlacement,
     SetAppWatch,
@@ -41,7 +43,7 @@ def _tags(*classes: type[Message]) -> list[str]:
 
 ORCHESTRATOR_COMMANDS = TOPOLOGY.add(
     "orchestrator.commands",
-    _tags(RequestDeployment, CancelDeployment, StopApp, SetAppWatch, ReplayRequested),
+    _tags(RequestDeployment, CancelDeployment, StopApp, SetAppWatch, ReplayRequested, RepoChanged),
 )
 """What users (through the api) ask of the orchestrator, and replay requests of readers."""
 
@@ -66,3 +68,6 @@ SCHEDULER_PLACEMENT = TOPOLOGY.add(
     ),
 )
 """Placement requests, and the outcomes that release a node's reservation."""
+
+WATCHER_APPS = TOPOLOGY.add("watcher.apps", _tags(AppWatchChanged))
+"""Which apps watch which (repository, branch): the watcher's ledger input."""

@@ -15,6 +15,7 @@ from shipwreck_contracts import (
     PlacementDecided,
     PlacementFailed,
     ReplayRequested,
+    RepoChanged,
     RequestDeployment,
     SetAppWatch,
     StageReported,
@@ -49,6 +50,7 @@ def register(broker: RabbitBroker, service: OrchestratorService, relay: OutboxRe
     on(commands, CancelDeployment, service.cancel)
     on(commands, StopApp, service.stop_app)
     on(commands, SetAppWatch, service.set_watch)
+    on(commands, RepoChanged, service.repo_changed)
     on(reports, StageReported, service.stage_reported)
     on(reports, WorkSucceeded, service.work_succeeded)
     on(reports, WorkFailed, service.work_failed)

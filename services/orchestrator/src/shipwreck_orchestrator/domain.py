@@ -397,15 +397,29 @@ class App(Aggregate):
 
 
 class RepoIndex(Aggregate):
-    """Which app a (repository, branch) pair deploys as: the first deploy names the app."""
+    """Which apps deploy a (repository, branch) pair. The first is the pair's default app
+    (named after the repository); more apps can deploy the same branch under own names."""
 
     @staticmethod
     def create_id(repo_url: str, branch: str, **_: Any) -> uuid.UUID:
         return repo_index_id(repo_url, branch)
 
-    @event("Claimed")
-    def __init__(self, repo_url: str, branch: str, app: str) -> None:
-        self.app = app
+    @event("Created")
+    def __init__(self, repo_url: str, branch: str) -> None:
+        self.repo_url = repo_url
+        self.branch = branch
+        self.apps: list[str] = []
+
+    def add(self, app: str) -> bool:
+        """Record that ``app`` deploys this pair."""
+        if app in self.apps:
+            return False
+        self._app_added(app=app)
+        return True
+
+    @event("AppAdded")
+    def _app_added(self, app: str) -> None:
+        self.apps.append(app)
 
 
 def app_id(name: str) -> uuid.UUID:

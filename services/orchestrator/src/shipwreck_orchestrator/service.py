@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,6 +21,7 @@ from shipwreck_contracts import (
     DeploymentStatus,
     PlacementDecided,
     PlacementFailed,
+    RepoChanged,
     RequestDeployment,
     SetAppWatch,
     StageReported,
@@ -41,6 +43,13 @@ from shipwreck_orchestrator.settings import OrchestratorSettings
 log = logging.getLogger(__name__)
 S = DeploymentStatus
 Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a request cannot be accepted (it ends ERRORED with this reason)."""
+
+    reason: str
 
 
 class Orchestrator(ShipwreckApplication):
@@ -138,8 +147,8 @@ class OrchestratorService:
                 deployment.fail(refusal, now)
                 return [deployment]
             name, new = self._app_for(cmd, now)
-            if name is None:
-                deployment.fail(f"app {cmd.app!r} does not exist; deploy its repository first", now)
+            if isinstance(name, Refusal):
+                deployment.fail(name.reason, now)
                 return [deployment]
             deployment.accept(name, now)
             return [deployment, *new]
@@ -149,13 +158,22 @@ class OrchestratorService:
             self._track(d)
         return recorded
 
-    def _app_for(self, cmd: RequestDeployment, now: datetime) -> tuple[str | None, list[Any]]:
-        """The app this request deploys, and the aggregates to create for a new one."""
-        if cmd.app is not None:
-            return (cmd.app if self._get(app_id(cmd.app)) is not None else None), []
+    def _app_for(self, cmd: RequestDeployment, now: datetime) -> tuple[str | Refusal, list[Any]]:
+        """The app this request deploys, and the aggregates to create or change for it."""
         index = self._get(_repo_index_id(cmd.repo_url, cmd.branch))
-        if isinstance(index, RepoIndex):
-            return index.app, []
+        if cmd.app is not None:
+            existing = self._get(app_id(cmd.app))
+            if isinstance(existing, App):
+                if (existing.repo_url, existing.branch) != (cmd.repo_url, cmd.branch):
+                    return Refusal(
+                        f"app {cmd.app!r} deploys {existing.repo_url} branch "
+                        f"{existing.branch!r}, not {cmd.repo_url} branch {cmd.branch!r}; "
+                        "choose another app name"
+                    ), []
+                return cmd.app, []
+            return cmd.app, self._new_app(cmd.app, cmd, index, now)
+        if isinstance(index, RepoIndex) and index.apps:
+            return index.apps[0], []
         # The first deploy of a (repository, branch) names the app after the repository;
         # another repository with the same name gets the first free "-2", "-3", ...
         base = app_name_from_url(cmd.repo_url)
@@ -164,9 +182,57 @@ class OrchestratorService:
             n += 1
             suffix = f"-{n}"
             name = base[: 63 - len(suffix)].rstrip("-") + suffix
+        return name, self._new_app(name, cmd, index, now)
+
+    def _new_app(self, name: str, cmd: RequestDeployment, index: Any, now: datetime) -> list[Any]:
         app = App(name=name, repo_url=cmd.repo_url, branch=cmd.branch, watching=cmd.watch, at=now)
-        index = RepoIndex(repo_url=cmd.repo_url, branch=cmd.branch, app=name)
-        return name, [app, index]
+        if not isinstance(index, RepoIndex):
+            index = RepoIndex(repo_url=cmd.repo_url, branch=cmd.branch)
+        index.add(name)
+        return [app, index]
+
+    def repo_changed(self, msg: RepoChanged, tracking: Tracking | None) -> bool:
+        """A watched branch moved: deploy the new commit for every app watching it.
+
+        The deployment id is derived from (app, commit), so the same commit seen by a poll
+        and a webhook, or delivered twice, deploys once.
+        """
+        touched: list[Deployment] = []
+
+        def decide() -> list[Any]:
+            touched.clear()
+            index = self._get(_repo_index_id(msg.repo_url, msg.branch))
+            if not isinstance(index, RepoIndex):
+                return []
+            changed: list[Any] = []
+            now = self.clock()
+            for name in index.apps:
+                app = self._get(app_id(name))
+                if not isinstance(app, App) or not app.watching:
+                    continue
+                deployment_id = uuid.uuid5(app.id, f"commit/{msg.commit}")
+                if self._get(deployment_id) is not None:
+                    continue
+                deployment = Deployment(
+                    deployment_id=deployment_id,
+                    repo_url=msg.repo_url,
+                    branch=msg.branch,
+                    watch=True,
+                    trigger=msg.trigger,
+                    actor=f"system:{msg.trigger.lower()}",
+                    app=name,
+                    commit=msg.commit,
+                    requested_at=msg.detected_at,
+                )
+                deployment.accept(name, now)
+                touched.append(deployment)
+                changed.append(deployment)
+            return changed
+
+        recorded = process_once(self.app, tracking, decide)
+        for d in touched:
+            self._track(d)
+        return recorded
 
     def cancel(self, cmd: CancelDeployment, tracking: Tracking | None) -> bool:
         """Cancel an in-progress deployment."""

@@ -3,35 +3,67 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import anyio
-from faststream import FastStream
+from faststream import Context, FastStream
 from faststream.rabbit import RabbitBroker
 
-from shipwreck_eventstore import ShipwreckApplication, StoreConfig, redact
-from shipwreck_messaging import create_broker
+from shipwreck_contracts import AppWatchChanged
+from shipwreck_eventstore import OutboxRelay, StoreConfig, redact, tracking_from_headers
+from shipwreck_messaging import create_broker, events_exchange, tag_filter
+from shipwreck_messaging.routes import WATCHER_APPS
 from shipwreck_messaging.service import build_service
+from shipwreck_runtime import BackgroundTasks
+from shipwreck_watcher.poller import Poller
+from shipwreck_watcher.remote import DulwichLister, HeadLister
+from shipwreck_watcher.service import Watcher, WatcherService
 from shipwreck_watcher.settings import WatcherSettings
-
-
-class Watcher(ShipwreckApplication):
-    """The sole writer of WatchedRepo aggregates: the trigger ledger."""
-
-    name = "watcher"
+from shipwreck_watcher.translate import translate
 
 
 def create_app(
     settings: WatcherSettings,
     *,
     broker: RabbitBroker | None = None,
+    lister: HeadLister | None = None,
     logger: logging.Logger | None = None,
 ) -> FastStream:
-    """Wire the watcher: its event store and its broker."""
+    """Wire the watcher: ledger, app-watch consumer, poller, outbox relay."""
     log = logger or logging.getLogger("shipwreck.watcher")
     broker = broker or create_broker(settings.amqp_url, app_id="watcher")
     store = StoreConfig(database_url=settings.database_url, state_dir=settings.state_dir)
-    # Opened here, not at import: the composition root is the one place that does I/O setup.
     app = Watcher(store)
+    service = WatcherService(app)
+    relay = OutboxRelay(app, broker, translate)
+    poller = Poller(
+        service,
+        lister
+        or DulwichLister(
+            allow_private=settings.git_allow_private, timeout=settings.ls_remote_timeout_seconds
+        ),
+        interval=settings.watch_interval,
+        jitter=settings.watch_jitter,
+        concurrency=settings.watch_concurrency,
+    )
+    apps = broker.subscriber(WATCHER_APPS.declaration(), events_exchange())
+
+    @apps(filter=tag_filter(AppWatchChanged))
+    async def on_watch_changed(
+        msg: AppWatchChanged, headers: dict[str, Any] = Context("message.headers")
+    ) -> None:
+        await anyio.to_thread.run_sync(
+            service.app_watch_changed, msg, tracking_from_headers(headers)
+        )
+
+    async def poll() -> None:
+        watched = await anyio.to_thread.run_sync(service.recover)
+        log.info("watching %d (repository, branch) pairs", watched)
+        await poller.run()
+
+    tasks = BackgroundTasks()
+    tasks.add("outbox-relay", relay.run)
+    tasks.add("poller", poll)
 
     async def close_store() -> None:
         await anyio.to_thread.run_sync(app.close)
@@ -40,6 +72,7 @@ def create_app(
         "watcher",
         broker,
         log,
+        tasks=tasks,
         ready_detail=lambda: f"event store {redact(settings.database_url)}",
         on_stop=close_store,
     )
