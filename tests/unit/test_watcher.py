@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -84,14 +85,21 @@ async def test_fifty_apps_on_ten_pairs_cost_one_check_per_pair_per_interval(
         remote.heads[(url, "main")] = "1" * 40
     clock = [0.0]
     poller = Poller(service, remote, interval=60, jitter=0.1, monotonic=lambda: clock[0])
-    # Two whole intervals, checked every second of simulated time.
-    for second in range(0, 121):
+    asked_at: dict[str, list[float]] = {}
+    # Ten whole intervals of simulated time, ticking every second.
+    for second in range(0, 601):
         clock[0] = float(second)
         for repo_id in poller.due_now(clock[0]):
+            url, _ = service.watched[repo_id]
+            asked_at.setdefault(url, []).append(clock[0])
             await poller.check(repo_id)
     assert set(remote.asked) == {(u, "main") for u in urls}
-    assert all(2 <= n <= 3 for n in remote.asked.values()), remote.asked
     assert sum(remote.asked.values()) == poller.checks
+    for url, times in asked_at.items():
+        assert 9 <= len(times) <= 11, (url, times)
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        # One check per interval, give or take the jitter (and the one-second tick).
+        assert all(54 <= gap <= 67 for gap in gaps), (url, gaps)
 
 
 async def test_a_new_commit_found_by_polling_becomes_repo_changed(
