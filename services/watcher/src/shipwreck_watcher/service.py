@@ -26,8 +26,10 @@ class WatcherService:
     def __init__(self, app: Watcher, clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self.app = app
         self.clock = clock
-        # The pairs to poll, with their last known head: rebuilt from the store at start.
+        # The pairs to poll, rebuilt from the store at start, and their last recorded heads:
+        # an unchanged head (nearly every check) is then decided without reading the store.
         self.watched: dict[uuid.UUID, tuple[str, str]] = {}
+        self.heads: dict[uuid.UUID, str | None] = {}
 
     def _get(self, repo_url: str, branch: str) -> WatchedRepo | None:
         try:
@@ -39,8 +41,10 @@ class WatcherService:
     def _remember(self, repo: WatchedRepo) -> None:
         if repo.watched:
             self.watched[repo.id] = (repo.repo_url, repo.branch)
+            self.heads[repo.id] = repo.head
         else:
             self.watched.pop(repo.id, None)
+            self.heads.pop(repo.id, None)
 
     def app_watch_changed(self, msg: AppWatchChanged, tracking: Tracking | None) -> bool:
         """An app started or stopped watching its branch."""
@@ -67,6 +71,9 @@ class WatcherService:
         delivery_id: str | None = None,
     ) -> bool:
         """Record the head of a watched branch; True when it is a new commit."""
+        repo_id = watched_repo_id(repo_url, branch)
+        if repo_id in self.heads and self.heads[repo_id] == commit:
+            return False
         changed: list[bool] = []
 
         def decide() -> list[WatchedRepo]:
@@ -80,6 +87,7 @@ class WatcherService:
             return []
 
         process_once(self.app, None, decide)
+        self.heads[repo_id] = commit
         return bool(changed)
 
     def recover(self) -> int:

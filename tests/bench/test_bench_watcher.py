@@ -1,0 +1,122 @@
+"""Watching 10,000 (repository, branch) pairs at a 60 s interval: the watcher's CPU share.
+
+A local `git daemon` serves 100 repositories with 100 branches each. The watcher's real
+poller (dulwich ls-remote, ledger in SQLite) runs two full intervals: the first records
+every baseline, the second is the steady state that is measured (process CPU time over
+wall time). Figures go to .benchmarks/watcher.jsonl and docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import socket
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from shipwreck_contracts import AppWatchChanged
+from shipwreck_eventstore import StoreConfig
+from shipwreck_watcher.poller import Poller
+from shipwreck_watcher.remote import DulwichLister
+from shipwreck_watcher.service import Watcher, WatcherService
+
+REPOS = int(os.environ.get("BENCH_WATCH_REPOS", "100"))
+BRANCHES = int(os.environ.get("BENCH_WATCH_BRANCHES", "100"))
+INTERVAL = float(os.environ.get("BENCH_WATCH_INTERVAL", "60"))
+RESULTS = Path(__file__).resolve().parents[2] / ".benchmarks" / "watcher.jsonl"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _make_repos(root: Path) -> None:
+    seed = root / "seed"
+    subprocess.run(["git", "init", "-q", str(seed)], check=True)
+    subprocess.run(["git", "-C", str(seed), "-c", "user.name=b", "-c", "user.email=b@b",
+                    "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    sha = subprocess.run(["git", "-C", str(seed), "rev-parse", "HEAD"], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    for r in range(REPOS):
+        bare = root / f"r{r}.git"
+        subprocess.run(["git", "clone", "-q", "--bare", str(seed), str(bare)], check=True)
+        # Branches written straight into packed-refs: 10,000 update-ref processes would
+        # dominate the set-up.
+        lines = ["# pack-refs with: peeled fully-peeled sorted"]
+        lines += sorted(f"{sha} refs/heads/b{b}" for b in range(BRANCHES))
+        (bare / "packed-refs").write_text("\n".join(lines) + "\n")
+
+
+def test_watch_ten_thousand_pairs(tmp_path: Path) -> None:
+    repos = tmp_path / "repos"
+    repos.mkdir()
+    started = time.perf_counter()
+    _make_repos(repos)
+    port = _free_port()
+    daemon = subprocess.Popen(
+        ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={repos}",
+         "--listen=127.0.0.1", f"--port={port}", "--max-connections=256", str(repos)],
+    )
+    app = Watcher(StoreConfig(state_dir=str(tmp_path / "state")))
+    try:
+        service = WatcherService(app)
+        at = datetime.now(UTC)
+        for r in range(REPOS):
+            for b in range(BRANCHES):
+                service.app_watch_changed(AppWatchChanged(
+                    app=f"a{r}-{b}", repo_url=f"git://127.0.0.1:{port}/r{r}.git",
+                    branch=f"b{b}", watching=True, at=at), None)
+        setup = time.perf_counter() - started
+        lister = DulwichLister(allow_private=True, timeout=10)
+        poller = Poller(service, lister, interval=INTERVAL, jitter=0.1, concurrency=32)
+        figures = asyncio.run(_run(poller))
+    finally:
+        daemon.terminate()
+        daemon.wait()
+        app.close()
+    pairs = REPOS * BRANCHES
+    record = {
+        "benchmark": "watch",
+        "pairs": pairs,
+        "interval_s": INTERVAL,
+        "setup_s": round(setup, 1),
+        **figures,
+        "checks_per_pair_per_interval": round(figures["steady_checks"] / pairs, 3),
+    }
+    print(json.dumps(record))
+    RESULTS.parent.mkdir(exist_ok=True)
+    with RESULTS.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+    assert figures["steady_checks"] > 0
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _run(poller: Poller) -> dict[str, float]:
+    task = asyncio.create_task(poller.run())
+    await asyncio.sleep(INTERVAL * 1.1)  # first interval: baselines recorded
+    checks0, cpu0, wall0 = poller.checks, _cpu(), time.perf_counter()
+    await asyncio.sleep(INTERVAL)
+    checks1, cpu1, wall1 = poller.checks, _cpu(), time.perf_counter()
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    checks = checks1 - checks0
+    cpu = cpu1 - cpu0
+    return {
+        "baseline_checks": checks0,
+        "steady_checks": checks,
+        "cpu_share_cores": round(cpu / (wall1 - wall0), 3),
+        "cpu_ms_per_check": round(cpu / checks * 1000, 3) if checks else -1,
+    }
