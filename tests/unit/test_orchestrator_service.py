@@ -382,3 +382,55 @@ def test_a_new_commit_deploys_every_watching_app_once(
     )
     latest = [d for d in service.in_progress if _deployment(service, d).commit == "d" * 40]
     assert [_deployment(service, d).app for d in latest] == ["scapegoat"]
+
+
+def test_rollback_runs_an_earlier_build_again(service: OrchestratorService, clock: Clock) -> None:
+    from shipwreck_contracts import DeployWork, RollbackApp, Trigger
+
+    first, second = _request(), _request()
+    _run_to(service, first, clock)
+    _run_to(service, second, clock)
+    back = uuid.uuid4()
+    service.rollback(
+        RollbackApp(
+            app="scapegoat",
+            deployment_id=first.deployment_id,
+            new_deployment_id=back,
+            actor="admin",
+            requested_at=clock.now,
+        ),
+        None,
+    )
+    d = _deployment(service, back)
+    assert (d.status, d.trigger, d.commit, d.image) == (S.INITIALIZED, Trigger.ROLLBACK, SHA, "img")
+    service.placement_decided(
+        PlacementDecided(deployment_id=back, app="scapegoat", node_id=NODE, decided_at=clock.now),
+        None,
+    )
+    scheduled = list(service.app.events.get(back))[-1]
+    work = [getattr(m, "message", m) for m in translate(scheduled)]
+    assert [w.image for w in work if isinstance(w, DeployWork)] == ["img"]
+
+
+def test_rollback_to_a_deployment_that_never_ran_is_refused(
+    service: OrchestratorService, clock: Clock
+) -> None:
+    from shipwreck_contracts import RollbackApp
+
+    pending = _request()
+    service.request_deployment(pending, None)
+    back = uuid.uuid4()
+    service.rollback(
+        RollbackApp(
+            app="scapegoat",
+            deployment_id=pending.deployment_id,
+            new_deployment_id=back,
+            actor="admin",
+            requested_at=clock.now,
+        ),
+        None,
+    )
+    d = _deployment(service, back)
+    assert d.status is S.ERRORED
+    assert d.error
+    assert "only a deployment that reached RUNNING can be rolled back to" in d.error

@@ -48,6 +48,9 @@ class DeployWork(Message, tag="node.deploy.v1", frozen=True, kw_only=True):
     node_id: uuid.UUID
     attempt: Attempt = 1
     requirements: Requirements = msgspec.field(default_factory=Requirements)
+    image: str | None = None
+    """An image built before for this commit (rollbacks): run it without rebuilding when
+    the node still has it, else build ``commit`` again."""
     requested_at: AwareDatetime
 
 

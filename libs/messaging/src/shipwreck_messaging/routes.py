@@ -24,6 +24,7 @@ from shipwreck_contracts import (
     RepoChanged,
     RequestDeployment,
     RequestPlacement,
+    RollbackApp,
     SetAppWatch,
     StageReported,
     StopApp,
@@ -43,7 +44,15 @@ def _tags(*classes: type[Message]) -> list[str]:
 
 ORCHESTRATOR_COMMANDS = TOPOLOGY.add(
     "orchestrator.commands",
-    _tags(RequestDeployment, CancelDeployment, StopApp, SetAppWatch, ReplayRequested, RepoChanged),
+    _tags(
+        RequestDeployment,
+        RollbackApp,
+        CancelDeployment,
+        StopApp,
+        SetAppWatch,
+        ReplayRequested,
+        RepoChanged,
+    ),
 )
 """What users (through the api) ask of the orchestrator, and replay requests of readers."""
 

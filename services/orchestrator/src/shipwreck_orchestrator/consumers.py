@@ -17,6 +17,7 @@ from shipwreck_contracts import (
     ReplayRequested,
     RepoChanged,
     RequestDeployment,
+    RollbackApp,
     SetAppWatch,
     StageReported,
     StopApp,
@@ -48,6 +49,7 @@ def register(broker: RabbitBroker, service: OrchestratorService, relay: OutboxRe
 
     on(commands, RequestDeployment, service.request_deployment)
     on(commands, CancelDeployment, service.cancel)
+    on(commands, RollbackApp, service.rollback)
     on(commands, StopApp, service.stop_app)
     on(commands, SetAppWatch, service.set_watch)
     on(commands, RepoChanged, service.repo_changed)

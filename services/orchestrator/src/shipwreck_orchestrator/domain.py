@@ -56,7 +56,11 @@ class Deployment(Aggregate):
         app: str | None,
         commit: str | None,
         requested_at: datetime,
+        image: str | None = None,
+        rollback_of: uuid.UUID | None = None,
     ) -> None:
+        # ``image`` and ``rollback_of`` are set for rollbacks: run an earlier build again.
+        self.rollback_of = rollback_of
         self.repo_url = repo_url
         self.branch = branch
         self.watch = watch
@@ -70,7 +74,7 @@ class Deployment(Aggregate):
         self.node_id: uuid.UUID | None = None
         self.attempt = 0
         self.url: str | None = None
-        self.image: str | None = None
+        self.image: str | None = image
         self.error: str | None = None
 
     @property
@@ -129,6 +133,7 @@ class Deployment(Aggregate):
             branch=self.branch,
             commit=self.commit,
             requested_at=self.requested_at,
+            image=self.image,
             at=at,
         )
         return True
@@ -145,6 +150,7 @@ class Deployment(Aggregate):
         commit: str | None,
         requested_at: datetime,
         at: datetime,
+        image: str | None = None,
     ) -> None:
         self.node_id = node_id
         self.scores = scores

@@ -23,9 +23,11 @@ from shipwreck_contracts import (
     PlacementFailed,
     RepoChanged,
     RequestDeployment,
+    RollbackApp,
     SetAppWatch,
     StageReported,
     StopApp,
+    Trigger,
     WorkFailed,
     WorkSucceeded,
 )
@@ -228,6 +230,54 @@ class OrchestratorService:
                 touched.append(deployment)
                 changed.append(deployment)
             return changed
+
+        recorded = process_once(self.app, tracking, decide)
+        for d in touched:
+            self._track(d)
+        return recorded
+
+    def rollback(self, cmd: RollbackApp, tracking: Tracking | None) -> bool:
+        """Run an earlier deployment's build of the app again (trigger ROLLBACK).
+
+        It goes through placement and the same zero-downtime takeover as any deployment.
+        The watcher's ledger already holds the newer head, so the next poll does not undo
+        the rollback; a newer commit deploys normally.
+        """
+        touched: list[Deployment] = []
+
+        def decide() -> list[Any]:
+            touched.clear()
+            if self._get(cmd.new_deployment_id) is not None:
+                return []
+            target = self._deployment(cmd.deployment_id)
+            now = self.clock()
+            deployment = Deployment(
+                deployment_id=cmd.new_deployment_id,
+                repo_url=target.repo_url if target else "",
+                branch=target.branch if target else "",
+                watch=True,
+                trigger=Trigger.ROLLBACK,
+                actor=cmd.actor,
+                app=cmd.app,
+                commit=target.commit if target else None,
+                requested_at=cmd.requested_at,
+                image=target.image if target else None,
+                rollback_of=cmd.deployment_id,
+            )
+            touched.append(deployment)
+            if target is None or target.app != cmd.app:
+                deployment.fail(
+                    f"deployment {cmd.deployment_id} is not a deployment of app {cmd.app!r}", now
+                )
+            elif target.image is None or target.commit is None:
+                deployment.fail(
+                    f"deployment {cmd.deployment_id} never ran ({target.status}): only a "
+                    "deployment that reached RUNNING can be rolled back to",
+                    now,
+                )
+            else:
+                deployment.accept(cmd.app, now)
+            return [deployment]
 
         recorded = process_once(self.app, tracking, decide)
         for d in touched:

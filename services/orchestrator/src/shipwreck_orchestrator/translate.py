@@ -79,6 +79,7 @@ def translate(e: Any) -> list[Outgoing]:
                 node_id=e.node_id,
                 attempt=e.attempt,
                 requested_at=e.requested_at,
+                image=getattr(e, "image", None),
             )
             return [
                 DeploymentScheduled(
