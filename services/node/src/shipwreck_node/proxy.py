@@ -1,0 +1,218 @@
+"""The node's reverse proxy: Caddy, configured through its admin API on loopback.
+
+Every app has one route, ``@id`` ``shipwreck-app-<app>``, matching ``<app>.<apps domain>``
+and the app's own domain, proxying to the container serving it. Switching a redeploy over
+is one config change to that route: Caddy applies it gracefully, so requests in flight
+finish on the old upstream and new ones go to the new one, with none dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SERVER = "shipwreck"
+
+
+class ProxyError(RuntimeError):
+    """Caddy could not be reached, started or configured."""
+
+
+def route_id(app: str) -> str:
+    """The Caddy ``@id`` of an app's route."""
+    return f"shipwreck-app-{app}"
+
+
+def app_hosts(app: str, apps_domain: str, domain: str | None = None) -> list[str]:
+    """The host names an app answers on: ``<app>.<apps domain>`` and its own domain."""
+    hosts = [f"{app}.{apps_domain}"]
+    if domain and domain not in hosts:
+        hosts.append(domain)
+    return hosts
+
+
+class CaddyProxy:
+    """Routes apps through one Caddy server block, starting Caddy if none answers."""
+
+    def __init__(
+        self,
+        *,
+        admin: str = "127.0.0.1:2019",
+        http_port: int = 80,
+        https_port: int | None = None,
+        state_dir: Path = Path(".shipwreck/caddy"),
+        caddy_binary: str = "caddy",
+        timeout: float = 5.0,
+    ) -> None:
+        self.admin = admin
+        self.http_port = http_port
+        self.https_port = https_port
+        self.state_dir = state_dir
+        self.caddy_binary = caddy_binary
+        self.timeout = timeout
+        self.process: subprocess.Popen[bytes] | None = None
+
+    # --- admin API ------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"http://{self.admin}{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+                text = response.read().decode() or "null"
+                return response.status, json.loads(text)
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(errors="replace")
+        except (urllib.error.URLError, OSError) as e:
+            raise ProxyError(f"Caddy admin API at {self.admin} is unreachable: {e}") from e
+
+    def _server_config(self) -> dict[str, Any]:
+        listen = [f":{self.http_port}"]
+        # Unknown hosts get a clear 404 instead of Caddy's empty 200; app routes are inserted
+        # before it.
+        fallback = {
+            "handle": [
+                {
+                    "handler": "static_response",
+                    "status_code": 404,
+                    "body": "No Shipwreck app is deployed at {http.request.host}.\n",
+                }
+            ],
+        }
+        config: dict[str, Any] = {"listen": listen, "routes": [fallback]}
+        if self.https_port is None:
+            # Plain HTTP on the apps port (local development, tests, behind a balancer).
+            config["automatic_https"] = {"disable": True}
+        else:
+            # Real domains: Caddy obtains and renews certificates for every routed host.
+            listen.append(f":{self.https_port}")
+        return config
+
+    def ensure_running(self) -> None:
+        """Make sure Caddy answers and has Shipwreck's server block (start it if needed)."""
+        try:
+            status, server = self._call("GET", f"/config/apps/http/servers/{SERVER}")
+        except ProxyError:
+            self._start()
+            status, server = self._call("GET", f"/config/apps/http/servers/{SERVER}")
+        if status == 200 and server:
+            return
+        # A Caddy someone else runs: add our server block beside what it serves.
+        status, apps = self._call("GET", "/config/apps/http/servers")
+        path = f"/config/apps/http/servers/{SERVER}" if status == 200 and apps else None
+        if path is None:
+            status, body = self._call(
+                "POST", "/config/apps/http", {"servers": {SERVER: self._server_config()}}
+            )
+        else:
+            status, body = self._call("PUT", path, self._server_config())
+        if status != 200:
+            raise ProxyError(f"Caddy refused Shipwreck's server block: {status} {body}")
+
+    def _start(self) -> None:
+        binary = shutil.which(self.caddy_binary)
+        if binary is None:
+            raise ProxyError(
+                f"no Caddy answers at {self.admin} and `{self.caddy_binary}` is not "
+                "installed (Debian: apt-get install caddy)"
+            )
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        config = {
+            "admin": {"listen": self.admin},
+            "apps": {"http": {"servers": {SERVER: self._server_config()}}},
+        }
+        path = self.state_dir / "caddy.json"
+        path.write_text(json.dumps(config, indent=2))
+        log_path = self.state_dir / "caddy.log"
+        with log_path.open("ab") as out:
+            self.process = subprocess.Popen(
+                [binary, "run", "--config", str(path)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={
+                    "HOME": str(self.state_dir.resolve()),
+                    "PATH": "/usr/bin:/bin",
+                    "XDG_DATA_HOME": str(self.state_dir.resolve()),
+                    "XDG_CONFIG_HOME": str(self.state_dir.resolve()),
+                },
+            )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ProxyError(
+                    f"Caddy exited with {self.process.returncode}: "
+                    f"{log_path.read_text(errors='replace')[-800:]}"
+                )
+            try:
+                self._call("GET", "/config/")
+                log.info(
+                    "started Caddy (pid %d), admin %s, http :%d",
+                    self.process.pid,
+                    self.admin,
+                    self.http_port,
+                )
+                return
+            except ProxyError:
+                time.sleep(0.1)
+        raise ProxyError(f"Caddy did not answer at {self.admin} within 15 s")
+
+    def stop(self) -> None:
+        """Stop the Caddy this proxy started (one started by someone else keeps running)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    # --- routes ---------------------------------------------------------------------------
+
+    def route(self, app: str, hosts: list[str], upstream: str) -> None:
+        """Point ``hosts`` at ``upstream`` (``127.0.0.1:<port>``), creating the route or
+        switching it in one change."""
+        body = {
+            "@id": route_id(app),
+            "match": [{"host": hosts}],
+            "handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": upstream}]}],
+            "terminal": True,
+        }
+        status, _ = self._call("PATCH", f"/id/{route_id(app)}", body)
+        if status == 200:
+            return
+        # PUT at index 0 inserts: app routes stay ahead of the 404 fallback.
+        status, answer = self._call("PUT", f"/config/apps/http/servers/{SERVER}/routes/0", body)
+        if status != 200:
+            raise ProxyError(f"Caddy refused the route of {app}: {status} {answer}")
+
+    def upstream(self, app: str) -> str | None:
+        """Where an app's route points now, or None when it has none."""
+        status, body = self._call("GET", f"/id/{route_id(app)}/handle/0/upstreams/0/dial")
+        return body if status == 200 and isinstance(body, str) else None
+
+    def remove(self, app: str, *, only_if_upstream: str | None = None) -> bool:
+        """Delete an app's route; with ``only_if_upstream``, only while it still points there
+        (stopping a superseded container must never unroute its successor)."""
+        current = self.upstream(app)
+        if current is None:
+            return False
+        if only_if_upstream is not None and current != only_if_upstream:
+            return False
+        status, _ = self._call("DELETE", f"/id/{route_id(app)}")
+        return status == 200

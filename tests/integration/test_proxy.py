@@ -1,0 +1,129 @@
+"""The node's Caddy proxy, for real: routes by host, switches upstream with zero failed requests."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shipwreck_node.proxy import CaddyProxy, app_hosts
+
+pytestmark = pytest.mark.infra
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Upstream:
+    """A tiny HTTP server answering with a fixed body (stands in for an app container)."""
+
+    def __init__(self, body: bytes) -> None:
+        body_ = body
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body_)))
+                self.end_headers()
+                self.wfile.write(body_)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def proxy(tmp_path: Path) -> Iterator[CaddyProxy]:
+    p = CaddyProxy(
+        admin=f"127.0.0.1:{_free_port()}", http_port=_free_port(), state_dir=tmp_path / "caddy"
+    )
+    p.ensure_running()
+    yield p
+    p.stop()
+
+
+def _get(port: int, host: str) -> tuple[int, bytes]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Host": host})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_an_app_is_served_at_its_host_and_its_own_domain(proxy: CaddyProxy) -> None:
+    app = Upstream(b"hello from v1")
+    try:
+        proxy.route("demo", app_hosts("demo", "localhost", "demo.example.org"), app.address)
+        assert _get(proxy.http_port, "demo.localhost") == (200, b"hello from v1")
+        assert _get(proxy.http_port, "demo.example.org") == (200, b"hello from v1")
+        assert proxy.upstream("demo") == app.address
+        status, body = _get(proxy.http_port, "other.localhost")
+        assert status == 404
+        assert b"No Shipwreck app is deployed at other.localhost" in body
+    finally:
+        app.close()
+
+
+def test_switching_upstream_drops_no_request(proxy: CaddyProxy) -> None:
+    old, new = Upstream(b"v1"), Upstream(b"v2")
+    proxy.route("zero", app_hosts("zero", "localhost"), old.address)
+    results: list[tuple[int, bytes]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            results.append(_get(proxy.http_port, "zero.localhost"))
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        proxy.route("zero", app_hosts("zero", "localhost"), new.address)
+        time.sleep(0.5)
+        old.close()  # the old container stops only after the switch
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join()
+        new.close()
+    failures = [r for r in results if r[0] != 200]
+    assert not failures, failures[:5]
+    bodies = [body for _, body in results]
+    assert bodies[0] == b"v1"
+    assert bodies[-1] == b"v2"
+    assert len(results) > 40
+
+
+def test_removing_a_route_only_if_it_still_points_at_the_old_upstream(
+    proxy: CaddyProxy,
+) -> None:
+    proxy.route("keep", app_hosts("keep", "localhost"), "127.0.0.1:1111")
+    assert proxy.remove("keep", only_if_upstream="127.0.0.1:2222") is False
+    assert proxy.upstream("keep") == "127.0.0.1:1111"
+    assert proxy.remove("keep", only_if_upstream="127.0.0.1:1111") is True
+    assert proxy.upstream("keep") is None
+
+
+def test_a_second_proxy_object_joins_the_running_caddy(proxy: CaddyProxy) -> None:
+    again = CaddyProxy(admin=proxy.admin, http_port=proxy.http_port, state_dir=proxy.state_dir)
+    again.ensure_running()
+    assert again.process is None  # it did not start another Caddy
