@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from shipwreck_contracts import AppWatchChanged, RepoChanged, Trigger
+from shipwreck_contracts import (
+    AppWatchChanged,
+    LedgerEntryRecorded,
+    RepoChanged,
+    Trigger,
+    WebhookReceived,
+)
 from shipwreck_eventstore import StoreConfig
 from shipwreck_watcher.poller import Poller
 from shipwreck_watcher.service import Watcher, WatcherService
@@ -49,8 +55,8 @@ def _repo_changes(service: WatcherService) -> list[RepoChanged]:
     out: list[RepoChanged] = []
     for n in service.app.process_recorder.select_notifications(1, 1000):
         for m in translate(service.app.mapper.to_domain_event(n)):
-            assert isinstance(m, RepoChanged)
-            out.append(m)
+            if isinstance(m, RepoChanged):
+                out.append(m)
     return out
 
 
@@ -128,3 +134,103 @@ def test_watched_pairs_are_recovered_from_the_store(tmp_path: Path) -> None:
     assert again.recover() == 1
     assert list(again.watched.values()) == [("git://example.org/x.git", "main")]
     app.close()
+
+
+def _hook(
+    delivery: str,
+    url: str,
+    ref: str = "refs/heads/main",
+    commit: str | None = "2" * 40,
+    verified: bool = True,
+    **kw: object,
+) -> WebhookReceived:
+    fields: dict[str, object] = {
+        "delivery_id": delivery,
+        "provider": "github",
+        "repo_url": url,
+        "ref": ref,
+        "commit": commit,
+        "verified": verified,
+        "received_at": AT,
+    }
+    fields.update(kw)
+    return WebhookReceived(**fields)  # type: ignore[arg-type]
+
+
+def _ledger(service: WatcherService) -> list[LedgerEntryRecorded]:
+    out = []
+    for n in service.app.process_recorder.select_notifications(1, 1000):
+        for m in translate(service.app.mapper.to_domain_event(n)):
+            if isinstance(m, LedgerEntryRecorded):
+                out.append(m)
+    return out
+
+
+def test_a_signed_webhook_for_a_watched_branch_triggers_with_no_polling(
+    service: WatcherService,
+) -> None:
+    url = "git://example.org/w.git"
+    _watch(service, "w", url)
+    service.observe(url, "main", "1" * 40, Trigger.WATCH)
+    # The payload may name the repository by another URL form.
+    service.webhook(
+        _hook("d-1", "https://example.org/w", repo_urls=["git@example.org:w.git"]), None
+    )
+    (change,) = _repo_changes(service)
+    assert (change.commit, change.trigger, change.delivery_id) == ("2" * 40, Trigger.WEBHOOK, "d-1")
+    assert _ledger(service)[-1].kind == "WEBHOOK_ACCEPTED"
+    # The poll that follows sees the same head: nothing more.
+    assert service.observe(url, "main", "2" * 40, Trigger.WATCH) is False
+
+
+@pytest.mark.parametrize(
+    ("hook", "reason"),
+    [
+        (
+            _hook(
+                "d-2",
+                "git://example.org/w.git",
+                verified=False,
+                rejection="bad signature: X-Hub-Signature-256 does not match",
+            ),
+            "bad signature: X-Hub-Signature-256 does not match",
+        ),
+        (
+            _hook("d-3", "git://example.org/w.git", ref="refs/heads/dev"),
+            "branch 'dev' is not watched (watched: main)",
+        ),
+        (
+            _hook("d-4", "git://example.org/w.git", ref="refs/tags/v1"),
+            "'refs/tags/v1' is not a branch push",
+        ),
+        (
+            _hook("d-5", "git://example.org/unknown.git"),
+            "branch 'main' is not watched (no app watches this repository)",
+        ),
+    ],
+    ids=["bad-signature", "branch-not-watched", "tag", "unknown-repo"],
+)
+def test_rejected_webhooks_are_recorded_with_the_reason(
+    service: WatcherService, hook: WebhookReceived, reason: str
+) -> None:
+    _watch(service, "w", "git://example.org/w.git")
+    service.webhook(hook, None)
+    assert _repo_changes(service) == []
+    entry = _ledger(service)[-1]
+    assert (entry.kind, entry.reason, entry.delivery_id) == (
+        "WEBHOOK_REJECTED",
+        reason,
+        hook.delivery_id,
+    )
+
+
+def test_a_repeated_delivery_is_recorded_and_triggers_nothing(service: WatcherService) -> None:
+    url = "git://example.org/w.git"
+    _watch(service, "w", url)
+    service.observe(url, "main", "1" * 40, Trigger.WATCH)
+    service.webhook(_hook("d-9", url), None)
+    service.webhook(_hook("d-9", url, commit="3" * 40), None)
+    assert [c.commit for c in _repo_changes(service)] == ["2" * 40]
+    last = _ledger(service)[-1]
+    assert (last.kind, last.reason) == ("WEBHOOK_REJECTED", "duplicate delivery")
+    assert last.apps == ["w"]

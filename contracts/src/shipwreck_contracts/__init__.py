@@ -74,7 +74,7 @@ from .placement import (
     Requirements,
 )
 from .projections import ReplayFinished, ReplayRequested
-from .repos import RepoChanged, WebhookReceived
+from .repos import LedgerEntryRecorded, RepoChanged, WebhookReceived
 from .values import (
     Actor,
     AppName,
@@ -117,6 +117,7 @@ __all__ = [
     "DeploymentSuperseded",
     "DrainNode",
     "Language",
+    "LedgerEntryRecorded",
     "LogLine",
     "LogStream",
     "Manifest",

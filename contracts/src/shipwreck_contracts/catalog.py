@@ -40,7 +40,7 @@ from .nodes import (
 )
 from .placement import PlacementDecided, PlacementFailed, RequestPlacement
 from .projections import ReplayFinished, ReplayRequested
-from .repos import RepoChanged, WebhookReceived
+from .repos import LedgerEntryRecorded, RepoChanged, WebhookReceived
 
 AnyMessage: TypeAlias = (
     # commands
@@ -77,6 +77,7 @@ AnyMessage: TypeAlias = (
     | NodeLost
     | RepoChanged
     | WebhookReceived
+    | LedgerEntryRecorded
     | LogLine
     | ReplayFinished
 )

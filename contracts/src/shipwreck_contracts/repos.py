@@ -44,3 +44,26 @@ class WebhookReceived(Message, tag="repo.webhook-received.v1", frozen=True, kw_o
     commit: CommitSha | None = None
     verified: bool
     received_at: AwareDatetime
+    repo_urls: list[str] = []
+    """Every URL the payload gives for the repository (https, ssh, git): a watched app may
+    have been deployed from any of them."""
+    rejection: str | None = None
+    """Why the api already knows this delivery cannot count (e.g. a bad signature)."""
+
+
+class LedgerEntryRecorded(Message, tag="repo.ledger-entry.v1", frozen=True, kw_only=True):
+    """One line of the trigger ledger: what the watcher saw or was told, and what it did.
+
+    ``kind`` is COMMIT_OBSERVED (by polling, the first one a baseline), WEBHOOK_ACCEPTED or
+    WEBHOOK_REJECTED (``reason`` says why: bad signature, branch not watched, duplicate
+    delivery, ...). ``apps`` are the apps watching the (repository, branch) it concerns.
+    """
+
+    repo_url: RepoUrl
+    branch: BranchName | None = None
+    apps: list[str] = []
+    kind: str
+    commit: CommitSha | None = None
+    delivery_id: DeliveryId | None = None
+    reason: str = ""
+    at: AwareDatetime

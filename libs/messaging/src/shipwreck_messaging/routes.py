@@ -28,6 +28,7 @@ from shipwreck_contracts import (
     SetAppWatch,
     StageReported,
     StopApp,
+    WebhookReceived,
     WorkFailed,
     WorkSucceeded,
     tag_of,
@@ -78,5 +79,5 @@ SCHEDULER_PLACEMENT = TOPOLOGY.add(
 )
 """Placement requests, and the outcomes that release a node's reservation."""
 
-WATCHER_APPS = TOPOLOGY.add("watcher.apps", _tags(AppWatchChanged))
-"""Which apps watch which (repository, branch): the watcher's ledger input."""
+WATCHER_APPS = TOPOLOGY.add("watcher.apps", _tags(AppWatchChanged, WebhookReceived))
+"""Which apps watch which (repository, branch), and webhooks the api received."""

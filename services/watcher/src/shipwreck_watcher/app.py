@@ -9,7 +9,7 @@ import anyio
 from faststream import Context, FastStream
 from faststream.rabbit import RabbitBroker
 
-from shipwreck_contracts import AppWatchChanged
+from shipwreck_contracts import AppWatchChanged, WebhookReceived
 from shipwreck_eventstore import OutboxRelay, StoreConfig, redact, tracking_from_headers
 from shipwreck_messaging import create_broker, events_exchange, tag_filter
 from shipwreck_messaging.routes import WATCHER_APPS
@@ -55,6 +55,12 @@ def create_app(
         await anyio.to_thread.run_sync(
             service.app_watch_changed, msg, tracking_from_headers(headers)
         )
+
+    @apps(filter=tag_filter(WebhookReceived))
+    async def on_webhook(
+        msg: WebhookReceived, headers: dict[str, Any] = Context("message.headers")
+    ) -> None:
+        await anyio.to_thread.run_sync(service.webhook, msg, tracking_from_headers(headers))
 
     async def poll() -> None:
         watched = await anyio.to_thread.run_sync(service.recover)

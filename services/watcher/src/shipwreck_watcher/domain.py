@@ -94,3 +94,113 @@ class WatchedRepo(Aggregate):
         at: datetime,
     ) -> None:
         self.head = commit
+
+
+def repo_key(url: str) -> str:
+    """A repository's identity across URL forms: host and path, lowercased, without
+    scheme, user, port, ``.git`` or trailing slash (``git@h:o/r.git`` == ``https://h/o/r``)."""
+    text = url.strip()
+    if "://" in text:
+        rest = text.split("://", 1)[1]
+        host, _, path = rest.partition("/")
+    else:  # scp-like user@host:path
+        host, _, path = text.partition(":")
+    host = host.rsplit("@", 1)[-1]
+    host = host.split("]", 1)[0] + "]" if host.startswith("[") else host.split(":", 1)[0]
+    path = path.strip("/")
+    if path.endswith(".git"):
+        path = path[:-4]
+    return f"{host.lower()}/{path.lower()}"
+
+
+def delivery_id_of(provider: str, delivery_id: str) -> uuid.UUID:
+    """The Delivery aggregate id of one webhook delivery."""
+    return uuid.uuid5(NAMESPACE, f"delivery/{provider}/{delivery_id}")
+
+
+class Delivery(Aggregate):
+    """One webhook delivery and what the watcher made of it (dedupes redeliveries)."""
+
+    @staticmethod
+    def create_id(provider: str, delivery_id: str, **_: Any) -> uuid.UUID:
+        return delivery_id_of(provider, delivery_id)
+
+    @event("Received")
+    def __init__(
+        self,
+        provider: str,
+        delivery_id: str,
+        repo_url: str,
+        ref: str,
+        commit: str | None,
+        verified: bool,
+        at: datetime,
+    ) -> None:
+        self.provider = provider
+        self.delivery = delivery_id
+        self.repo_url = repo_url
+        self.ref = ref
+        self.commit = commit
+        self.outcome: str | None = None
+
+    def reject(self, reason: str, branch: str | None, apps: list[str], at: datetime) -> None:
+        """Record why this delivery triggers nothing."""
+        self._rejected(
+            repo_url=self.repo_url,
+            branch=branch,
+            apps=apps,
+            commit=self.commit,
+            delivery_id=self.delivery,
+            reason=reason,
+            at=at,
+        )
+
+    @event("Rejected")
+    def _rejected(
+        self,
+        repo_url: str,
+        branch: str | None,
+        apps: list[str],
+        commit: str | None,
+        delivery_id: str,
+        reason: str,
+        at: datetime,
+    ) -> None:
+        self.outcome = f"rejected: {reason}"
+
+    def accept(self, branch: str, apps: list[str], new: bool, at: datetime) -> None:
+        """Record that this delivery announced ``commit`` on a watched branch."""
+        self._accepted(
+            repo_url=self.repo_url,
+            branch=branch,
+            apps=apps,
+            commit=self.commit,
+            delivery_id=self.delivery,
+            new=new,
+            at=at,
+        )
+
+    @event("Accepted")
+    def _accepted(
+        self,
+        repo_url: str,
+        branch: str,
+        apps: list[str],
+        commit: str | None,
+        delivery_id: str,
+        new: bool,
+        at: datetime,
+    ) -> None:
+        self.outcome = "accepted"
+
+    def duplicate(self, apps: list[str], at: datetime) -> None:
+        """The same delivery came again: it changes nothing, and the ledger says so."""
+        self._duplicate_received(
+            repo_url=self.repo_url, apps=apps, commit=self.commit, delivery_id=self.delivery, at=at
+        )
+
+    @event("DuplicateReceived")
+    def _duplicate_received(
+        self, repo_url: str, apps: list[str], commit: str | None, delivery_id: str, at: datetime
+    ) -> None:
+        pass

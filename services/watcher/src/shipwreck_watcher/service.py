@@ -5,13 +5,20 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import Notification, Tracking
 
-from shipwreck_contracts import AppWatchChanged, Trigger
+from shipwreck_contracts import AppWatchChanged, Trigger, WebhookReceived
 from shipwreck_eventstore import ShipwreckApplication, process_once
-from shipwreck_watcher.domain import WatchedRepo, watched_repo_id
+from shipwreck_watcher.domain import (
+    Delivery,
+    WatchedRepo,
+    delivery_id_of,
+    repo_key,
+    watched_repo_id,
+)
 
 
 class Watcher(ShipwreckApplication):
@@ -89,6 +96,87 @@ class WatcherService:
         process_once(self.app, None, decide)
         self.heads[repo_id] = commit
         return bool(changed)
+
+    def pairs_of(self, urls: list[str]) -> list[WatchedRepo]:
+        """The watched pairs of a repository known by any of ``urls``."""
+        keys = {repo_key(u) for u in urls}
+        found = []
+        for repo_id, (url, _branch) in list(self.watched.items()):
+            if repo_key(url) in keys:
+                repo: object = self.app.repository.get(repo_id)
+                if isinstance(repo, WatchedRepo):
+                    found.append(repo)
+        return found
+
+    def webhook(self, msg: WebhookReceived, tracking: Tracking | None) -> bool:
+        """Record a push webhook in the ledger, and observe its commit when it counts.
+
+        Rejected, with the reason in the ledger: a repeated delivery, a bad signature, a
+        push that is not to a branch, a branch no app watches, no commit in the payload.
+        """
+        observed: list[tuple[str, str, str]] = []
+
+        def decide() -> list[Any]:
+            observed.clear()
+            now = self.clock()
+            pairs = self.pairs_of([msg.repo_url, *msg.repo_urls])
+            apps_of_repo = sorted({a for p in pairs for a in p.apps})
+            existing = self._get_delivery(msg.provider, msg.delivery_id)
+            if existing is not None:
+                existing.duplicate(apps_of_repo, now)
+                return [existing]
+            delivery = Delivery(
+                provider=msg.provider,
+                delivery_id=msg.delivery_id,
+                repo_url=msg.repo_url,
+                ref=msg.ref,
+                commit=msg.commit,
+                verified=msg.verified,
+                at=msg.received_at,
+            )
+            branch = (
+                msg.ref.removeprefix("refs/heads/") if msg.ref.startswith("refs/heads/") else None
+            )
+            if not msg.verified:
+                delivery.reject(msg.rejection or "bad signature", branch, apps_of_repo, now)
+                return [delivery]
+            if branch is None:
+                delivery.reject(f"{msg.ref!r} is not a branch push", None, apps_of_repo, now)
+                return [delivery]
+            matching = [p for p in pairs if p.branch == branch]
+            if not matching:
+                watched = sorted({p.branch for p in pairs})
+                reason = f"branch {branch!r} is not watched" + (
+                    f" (watched: {', '.join(watched)})"
+                    if watched
+                    else " (no app watches this repository)"
+                )
+                delivery.reject(reason, branch, apps_of_repo, now)
+                return [delivery]
+            if msg.commit is None:
+                delivery.reject("the payload names no commit", branch, apps_of_repo, now)
+                return [delivery]
+            changed: list[Any] = [delivery]
+            new = False
+            for pair in matching:
+                if pair.observe(msg.commit, Trigger.WEBHOOK, msg.delivery_id, now):
+                    new = True
+                    changed.append(pair)
+                    observed.append((pair.repo_url, pair.branch, msg.commit))
+            delivery.accept(branch, sorted({a for p in matching for a in p.apps}), new, now)
+            return changed
+
+        recorded = process_once(self.app, tracking, decide)
+        for url, branch, commit in observed:
+            self.heads[watched_repo_id(url, branch)] = commit
+        return recorded
+
+    def _get_delivery(self, provider: str, delivery_id: str) -> Delivery | None:
+        try:
+            found: object = self.app.repository.get(delivery_id_of(provider, delivery_id))
+        except AggregateNotFoundError:
+            return None
+        return found if isinstance(found, Delivery) else None
 
     def recover(self) -> int:
         """Find the watched pairs in the store (at start-up)."""

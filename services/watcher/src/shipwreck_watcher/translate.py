@@ -1,25 +1,81 @@
-"""What the watcher announces: a new commit on a watched branch (never the baseline)."""
+"""What the watcher announces: new commits (``repo.changed``) and every ledger entry."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from shipwreck_contracts import RepoChanged
+from shipwreck_contracts import LedgerEntryRecorded, RepoChanged, Trigger
 from shipwreck_eventstore.relay import Outgoing
 
 
 def translate(e: Any) -> list[Outgoing]:
-    """``repo.changed`` for each new commit after the baseline; nothing else is public."""
-    if type(e).__qualname__ == "WatchedRepo.CommitObserved" and not e.baseline:
+    """``repo.changed`` for each new commit after the baseline, and the ledger entries."""
+    kind = type(e).__qualname__
+    if kind == "WatchedRepo.CommitObserved":
+        out: list[Outgoing] = []
+        if not e.baseline:
+            out.append(
+                RepoChanged(
+                    repo_url=e.repo_url,
+                    branch=e.branch,
+                    commit=e.commit,
+                    previous=e.previous,
+                    trigger=e.trigger,
+                    delivery_id=e.delivery_id,
+                    detected_at=e.at,
+                )
+            )
+        if e.trigger is Trigger.WATCH:
+            out.append(
+                LedgerEntryRecorded(
+                    repo_url=e.repo_url,
+                    branch=e.branch,
+                    apps=e.apps,
+                    kind="COMMIT_OBSERVED",
+                    commit=e.commit,
+                    reason="baseline (the head when watching began)"
+                    if e.baseline
+                    else f"new commit after {e.previous}",
+                    at=e.at,
+                )
+            )
+        return out
+    if kind == "Delivery.Rejected":
         return [
-            RepoChanged(
+            LedgerEntryRecorded(
                 repo_url=e.repo_url,
                 branch=e.branch,
+                apps=e.apps,
+                kind="WEBHOOK_REJECTED",
                 commit=e.commit,
-                previous=e.previous,
-                trigger=e.trigger,
                 delivery_id=e.delivery_id,
-                detected_at=e.at,
+                reason=e.reason,
+                at=e.at,
+            )
+        ]
+    if kind == "Delivery.DuplicateReceived":
+        return [
+            LedgerEntryRecorded(
+                repo_url=e.repo_url,
+                apps=e.apps,
+                kind="WEBHOOK_REJECTED",
+                commit=e.commit,
+                delivery_id=e.delivery_id,
+                reason="duplicate delivery",
+                at=e.at,
+            )
+        ]
+    if kind == "Delivery.Accepted":
+        return [
+            LedgerEntryRecorded(
+                repo_url=e.repo_url,
+                branch=e.branch,
+                apps=e.apps,
+                kind="WEBHOOK_ACCEPTED",
+                commit=e.commit,
+                delivery_id=e.delivery_id,
+                reason="new commit" if e.new else "commit already seen (no new deployment)",
+                at=e.at,
             )
         ]
     return []
