@@ -31,6 +31,10 @@ images *ARGS:
 schemas:
     uv run python contracts/generate_schemas.py
 
+# Regenerate contracts/schema.graphql from the api's strawberry schema.
+graphql-schema:
+    uv run python -m shipwreck_api.sdl contracts/schema.graphql
+
 # Run the benchmarks; figures go to docs/BENCHMARKS.md.
 bench *ARGS:
     uv run pytest tests/bench -p no:cacheprovider -o addopts="" {{ARGS}}

@@ -1,53 +1,101 @@
-"""The api's composition root: Litestar serving GraphQL, fed by an exclusive update queue."""
+"""The api's composition root: Litestar serving GraphQL, fed by an exclusive update queue.
+
+Start-up order matters for the rebuild (invariant 2, the api reads no other service's
+tables): the exclusive queue is declared, bound and consumed first, and only then is the
+orchestrator asked to replay its log into it. Live events and the replay then arrive
+together, in any order and possibly twice; the read model folds by log position, so the
+result is the same as if they had arrived once, in order.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
-from faststream.rabbit import RabbitBroker, RabbitQueue
+from aiormq.exceptions import AMQPError
+from faststream import AckPolicy
+from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
+from faststream.rabbit.annotations import RabbitMessage
 from litestar import Litestar, get
+from litestar.types import Scope
 from strawberry.litestar import make_graphql_controller
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
-from shipwreck_api.auth import bearer_guard, resolve_token
-from shipwreck_api.readmodel import NodesView
-from shipwreck_api.schema import schema
+from shipwreck_api.auth import ADMIN, actor_of, bearer_guard, resolve_token
+from shipwreck_api.commands import Actions, CommandBus, RabbitCommandBus
+from shipwreck_api.live import LIVE_TAGS, Live
+from shipwreck_api.readmodel import ReadModel
+from shipwreck_api.schema import ApiContext, schema
 from shipwreck_api.settings import ApiSettings
-from shipwreck_contracts import NodeHeartbeat, tag_of
-from shipwreck_messaging import create_broker, declare_topology, events_exchange
+from shipwreck_contracts import ReplayRequested
+from shipwreck_contracts.gitpolicy import Resolver, resolve_host
+from shipwreck_messaging import (
+    PublishFailed,
+    create_broker,
+    declare_topology,
+    events_exchange,
+    publish,
+)
 from shipwreck_messaging.routes import TOPOLOGY
+from shipwreck_runtime import BackgroundTasks
+
+# The update queue's handler does no I/O and the read model is order-independent, so many
+# deliveries may be in flight at once: a replay of a long log is not paced by round trips.
+UPDATE_PREFETCH = 256
 
 
 def create_app(
     settings: ApiSettings,
     *,
     broker: RabbitBroker | None = None,
-    nodes: NodesView | None = None,
+    live: Live | None = None,
+    bus: CommandBus | None = None,
+    resolver: Resolver = resolve_host,
     logger: logging.Logger | None = None,
 ) -> Litestar:
-    """Wire the api: read model, live update queue, GraphQL behind the bearer guard."""
+    """Wire the api: read model, live update queue, replay request, GraphQL behind the guard."""
     log = logger or logging.getLogger("shipwreck.api")
     broker = broker or create_broker(settings.amqp_url, app_id="api")
-    view = nodes if nodes is not None else NodesView()
+    live = live or Live(
+        ReadModel(log_lines=settings.log_buffer_lines),
+        origin=settings.replay_origin,
+        queue_size=settings.subscriber_queue_size,
+        log_queue_size=settings.log_subscriber_queue_size,
+        unknown_wait=settings.unknown_deployment_wait_seconds,
+    )
+    actions = Actions(
+        live,
+        bus or RabbitCommandBus(broker),
+        allow_private=settings.git_allow_private,
+        resolve=resolver,
+    )
     token, token_source = resolve_token(settings.api_token, settings.state_dir)
 
     # One exclusive queue per api process: every process sees every update, and the queue
-    # disappears with the process (DESIGN section 8).
+    # disappears with the process (DESIGN section 8). It is also where the replay is sent.
     updates = RabbitQueue(
         f"api.updates.{uuid.uuid4().hex[:12]}",
         exclusive=True,
         auto_delete=True,
-        routing_key=tag_of(NodeHeartbeat),
+        routing_key=LIVE_TAGS[0],
     )
 
-    @broker.subscriber(updates, events_exchange())
-    async def on_heartbeat(msg: NodeHeartbeat) -> None:
-        view.apply(msg)
+    # ACK, not NACK_ON_ERROR: the handler never raises, and this queue has no delivery
+    # limit, so a requeued message would come back forever.
+    @broker.subscriber(
+        updates,
+        events_exchange(),
+        channel=Channel(prefetch_count=UPDATE_PREFETCH),
+        ack_policy=AckPolicy.ACK,
+    )
+    async def on_update(message: RabbitMessage) -> None:
+        live.receive_raw(message.body, message.headers)
 
-    async def context_getter() -> dict[str, Any]:
-        return {"nodes": view}
+    async def context_getter(scope: Scope) -> dict[str, Any]:
+        return {"api": ApiContext(live=live, actions=actions, actor=actor_of(scope))}
 
     graphql = make_graphql_controller(
         schema,
@@ -59,15 +107,48 @@ def create_app(
     )
 
     class GraphQL(graphql):  # type: ignore[misc, valid-type]
-        guards = [bearer_guard(token)]
+        guards = [bearer_guard({token: ADMIN})]
 
     @get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "readModel": live.replay.as_json()}
+
+    async def request_replay() -> None:
+        message = ReplayRequested(
+            origin=settings.replay_origin,
+            reply_to=updates.name,
+            after_position=0,
+            requested_at=datetime.now(UTC),
+        )
+        while True:
+            try:
+                # Mandatory: if no queue takes the request yet (the orchestrator's topology
+                # is not declared), ask again rather than wait for an answer that never comes.
+                await publish(broker, message, mandatory=True)
+            except (PublishFailed, AMQPError, ConnectionError, OSError) as e:
+                # Not routed (no queue yet), or RabbitMQ away: the rebuild waits for it.
+                log.warning(
+                    "read model rebuilding: replay request not delivered (%s); retrying in %.0fs",
+                    e,
+                    settings.replay_retry_seconds,
+                )
+                await asyncio.sleep(settings.replay_retry_seconds)
+                continue
+            live.replay.requested_at = message.requested_at
+            log.info("read model rebuilding: asked %s to replay its log", settings.replay_origin)
+            return
+
+    background = BackgroundTasks()
+    background.add("replay-request", request_replay)
 
     async def start() -> None:
         await broker.start()
         await declare_topology(broker, TOPOLOGY)
+        exchange = await broker.declare_exchange(events_exchange())
+        queue = await broker.declare_queue(updates)
+        for tag in LIVE_TAGS[1:]:
+            await queue.bind(exchange, routing_key=tag)
+        await background.start()
         log.info(
             "api ready: http://%s:%d/graphql (token from %s)",
             settings.api_host,
@@ -76,6 +157,7 @@ def create_app(
         )
 
     async def stop() -> None:
+        await background.stop()
         await broker.stop()
         log.info("api stopped")
 

@@ -6,10 +6,31 @@ from shipwreck_runtime import CommonSettings
 
 
 class ApiSettings(CommonSettings, frozen=True, kw_only=True):
-    """``SHIPWRECK_API_HOST``/``_PORT`` to listen on; ``SHIPWRECK_API_TOKEN``, the first admin
-    token (when unset, one is generated into ``<state_dir>/api-token``, mode 0600)."""
+    """The api's settings.
+
+    - ``SHIPWRECK_API_HOST``/``_PORT``: where to listen.
+    - ``SHIPWRECK_API_TOKEN``: the first admin token (when unset, one is generated into
+      ``<state_dir>/api-token``, mode 0600).
+    - ``SHIPWRECK_GIT_ALLOW_PRIVATE``: accept repository URLs on loopback and private
+      addresses (refused by default, before anything is published).
+    - ``SHIPWRECK_REPLAY_ORIGIN``: the event store whose log rebuilds the read model.
+    - ``SHIPWRECK_REPLAY_RETRY_SECONDS``: how often to ask again while no queue takes the
+      replay request (the orchestrator's topology is not declared yet).
+    - ``SHIPWRECK_SUBSCRIBER_QUEUE_SIZE``/``_LOG_SUBSCRIBER_QUEUE_SIZE``: how far a
+      subscriber may lag before it loses its oldest updates / is disconnected.
+    - ``SHIPWRECK_LOG_BUFFER_LINES``: log lines kept per deployment for late subscribers.
+    - ``SHIPWRECK_UNKNOWN_DEPLOYMENT_WAIT_SECONDS``: how long a subscription to a deployment
+      not known yet waits for it to appear before answering "not found".
+    """
 
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     api_token: str | None = None
     state_dir: str = ".shipwreck"
+    git_allow_private: bool = False
+    replay_origin: str = "orchestrator"
+    replay_retry_seconds: float = 5.0
+    subscriber_queue_size: int = 100
+    log_subscriber_queue_size: int = 1000
+    log_buffer_lines: int = 1000
+    unknown_deployment_wait_seconds: float = 10.0

@@ -1,0 +1,1 @@
+"""The `shipwreck` command line: a client of Shipwreck's GraphQL API."""
