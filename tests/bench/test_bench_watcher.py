@@ -9,6 +9,7 @@ wall time). Figures go to .benchmarks/watcher.jsonl and docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -39,10 +40,26 @@ def _free_port() -> int:
 def _make_repos(root: Path) -> None:
     seed = root / "seed"
     subprocess.run(["git", "init", "-q", str(seed)], check=True)
-    subprocess.run(["git", "-C", str(seed), "-c", "user.name=b", "-c", "user.email=b@b",
-                    "commit", "-q", "--allow-empty", "-m", "x"], check=True)
-    sha = subprocess.run(["git", "-C", str(seed), "rev-parse", "HEAD"], check=True,
-                         capture_output=True, text=True).stdout.strip()
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(seed),
+            "-c",
+            "user.name=b",
+            "-c",
+            "user.email=b@b",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "x",
+        ],
+        check=True,
+    )
+    sha = subprocess.run(
+        ["git", "-C", str(seed), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
     for r in range(REPOS):
         bare = root / f"r{r}.git"
         subprocess.run(["git", "clone", "-q", "--bare", str(seed), str(bare)], check=True)
@@ -60,8 +77,17 @@ def test_watch_ten_thousand_pairs(tmp_path: Path) -> None:
     _make_repos(repos)
     port = _free_port()
     daemon = subprocess.Popen(
-        ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={repos}",
-         "--listen=127.0.0.1", f"--port={port}", "--max-connections=256", str(repos)],
+        [
+            "git",
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            f"--base-path={repos}",
+            "--listen=127.0.0.1",
+            f"--port={port}",
+            "--max-connections=256",
+            str(repos),
+        ],
     )
     app = Watcher(StoreConfig(state_dir=str(tmp_path / "state")))
     try:
@@ -69,9 +95,16 @@ def test_watch_ten_thousand_pairs(tmp_path: Path) -> None:
         at = datetime.now(UTC)
         for r in range(REPOS):
             for b in range(BRANCHES):
-                service.app_watch_changed(AppWatchChanged(
-                    app=f"a{r}-{b}", repo_url=f"git://127.0.0.1:{port}/r{r}.git",
-                    branch=f"b{b}", watching=True, at=at), None)
+                service.app_watch_changed(
+                    AppWatchChanged(
+                        app=f"a{r}-{b}",
+                        repo_url=f"git://127.0.0.1:{port}/r{r}.git",
+                        branch=f"b{b}",
+                        watching=True,
+                        at=at,
+                    ),
+                    None,
+                )
         setup = time.perf_counter() - started
         lister = DulwichLister(allow_private=True, timeout=10)
         poller = Poller(service, lister, interval=INTERVAL, jitter=0.1, concurrency=32)
@@ -108,10 +141,8 @@ async def _run(poller: Poller) -> dict[str, float]:
     await asyncio.sleep(INTERVAL)
     checks1, cpu1, wall1 = poller.checks, _cpu(), time.perf_counter()
     task.cancel()
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await task
-    except asyncio.CancelledError:
-        pass
     checks = checks1 - checks0
     cpu = cpu1 - cpu0
     return {
