@@ -12,6 +12,7 @@ def anyio_backend() -> str:
 
 
 # Shared fixtures of the integration and end-to-end suites.
+from tests.support.gitdaemon import git_server  # noqa: E402
 from tests.support.platform import platform  # noqa: E402
 
-__all__ = ["anyio_backend", "platform"]
+__all__ = ["anyio_backend", "git_server", "platform"]

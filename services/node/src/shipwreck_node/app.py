@@ -4,32 +4,51 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import shutil
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
+import anyio.to_thread
 from faststream import FastStream
 from faststream.rabbit import RabbitBroker
 
-from shipwreck_contracts import NodeHeartbeat, NodeRegistered
-from shipwreck_messaging import create_broker, declare_route, node_work_route, publish
+from shipwreck_contracts import NodeHeartbeat, NodeRegistered, NodeWork
+from shipwreck_contracts.base import Message
+from shipwreck_contracts.gitpolicy import Resolver, resolve_host
+from shipwreck_messaging import create_broker, events_exchange, node_work_route, publish
 from shipwreck_messaging.service import build_service
+from shipwreck_node.dockerruntime import DockerRuntime
+from shipwreck_node.gitcli import GitCli
 from shipwreck_node.metrics import Capacity, read_capacity
+from shipwreck_node.pipeline import Pipeline
+from shipwreck_node.ports import ContainerRuntime, GitRemote, HealthProbe
+from shipwreck_node.probe import NetworkProbe
 from shipwreck_node.settings import NodeSettings
+from shipwreck_node.work import WorkRunner
 from shipwreck_runtime import BackgroundTasks
+
+Running = Callable[[], Awaitable[Sequence[uuid.UUID]]]
+
+
+async def _nothing_running() -> Sequence[uuid.UUID]:
+    return []
 
 
 class Heartbeat:
-    """Announces the node once, then reports its capacity every interval."""
+    """Announces the node once, then reports its capacity and its deployments every interval."""
 
     def __init__(
         self,
         settings: NodeSettings,
         broker: RabbitBroker,
         capacity: Callable[[], Capacity] = read_capacity,
+        running: Running = _nothing_running,
     ) -> None:
         self.settings = settings
         self.broker = broker
         self.capacity = capacity
+        self.running = running
         self.started_at = datetime.now(UTC)
 
     def registration(self) -> NodeRegistered:
@@ -43,8 +62,8 @@ class Heartbeat:
             started_at=self.started_at,
         )
 
-    def beat(self) -> NodeHeartbeat:
-        """The message that says this node is alive, with its current load."""
+    def beat(self, running: Sequence[uuid.UUID] = ()) -> NodeHeartbeat:
+        """The message that says this node is alive, with its load and its deployments."""
         now = self.capacity()
         return NodeHeartbeat(
             node_id=self.settings.node_id,
@@ -53,6 +72,7 @@ class Heartbeat:
             mem_total_mb=now.mem_total_mb,
             mem_free_mb=now.mem_free_mb,
             load_avg=now.load_avg,
+            running=list(running),
             at=datetime.now(UTC),
         )
 
@@ -60,7 +80,7 @@ class Heartbeat:
         """Register, then heartbeat until cancelled."""
         await publish(self.broker, self.registration())
         while True:
-            await publish(self.broker, self.beat())
+            await publish(self.broker, self.beat(await self.running()))
             await asyncio.sleep(self.settings.heartbeat_seconds)
 
 
@@ -69,24 +89,58 @@ def create_app(
     *,
     broker: RabbitBroker | None = None,
     logger: logging.Logger | None = None,
+    git: GitRemote | None = None,
+    runtime: ContainerRuntime | None = None,
+    probe: HealthProbe | None = None,
+    resolve: Resolver = resolve_host,
 ) -> FastStream:
-    """Wire the node: its work queue, its heartbeat."""
+    """Wire the node: its work queue, the deployment pipeline, its heartbeat.
+
+    ``git``, ``runtime`` and ``probe`` default to the real git CLI, Docker Engine and
+    network; ``resolve`` is the DNS look-up the Git URL policy uses.
+    """
     log = logger or logging.getLogger("shipwreck.node")
     broker = broker or create_broker(settings.amqp_url, app_id=f"node.{settings.name}")
-    heartbeat = Heartbeat(settings, broker)
+    runtime = runtime or DockerRuntime.from_env()
+
+    async def send(message: Message) -> None:
+        await publish(broker, message)
+
+    pipeline = Pipeline(
+        settings,
+        git=git or GitCli(timeout=settings.clone_timeout_seconds),
+        runtime=runtime,
+        probe=probe or NetworkProbe(),
+        send=send,
+        resolve=resolve,
+    )
+    runner = WorkRunner(settings, pipeline, runtime, send, logger=log)
+
+    # The subscriber declares the node's own queue (bound to work.<node id>) at start-up,
+    # so work sent while the node restarts waits for it.
+    work_queue = broker.subscriber(
+        node_work_route(str(settings.node_id)).declaration(), events_exchange()
+    )
+
+    @work_queue
+    async def on_work(work: NodeWork) -> None:
+        await runner.handle(work)
+
     tasks = BackgroundTasks()
-
-    async def declare_work_queue() -> None:
-        # The work queue exists from the node's first start, so work sent while it
-        # restarts waits for it.
-        await declare_route(broker, node_work_route(str(settings.node_id)))
-
-    tasks.add("work-queue", declare_work_queue)
-    tasks.add("heartbeat", heartbeat.run)
-    return build_service(
+    tasks.add("heartbeat", Heartbeat(settings, broker, running=runner.running).run)
+    app = build_service(
         "node",
         broker,
         log,
         tasks=tasks,
         ready_detail=lambda: f"node {settings.name} ({settings.node_id})",
+        on_stop=runner.close,
     )
+
+    @app.on_startup
+    async def _recover() -> None:
+        # Before the first work message: leftovers of a previous run go first.
+        await anyio.to_thread.run_sync(shutil.rmtree, settings.node_work_dir, True)
+        await runner.recover()
+
+    return app

@@ -4,16 +4,55 @@ from __future__ import annotations
 
 import socket
 import uuid
+from pathlib import Path
+from typing import Final
 
 from shipwreck_runtime import CommonSettings
 
+PUBLISH_HOST: Final = "127.0.0.1"
+"""App ports are published on loopback only: the node's reverse proxy is the way in."""
+
 
 class NodeSettings(CommonSettings, frozen=True, kw_only=True):
-    """``SHIPWRECK_NODE_NAME`` (default: the hostname) names the node; its id derives from it,
-    so a restarted node keeps its identity and its work queue."""
+    """How a worker node builds and runs apps.
+
+    ``SHIPWRECK_NODE_NAME`` (default: the hostname) names the node; its id derives from it,
+    so a restarted node keeps its identity and its work queue.
+
+    Templates: ``SHIPWRECK_BASE_IMAGE_PYTHON`` and ``SHIPWRECK_BASE_IMAGE_NODE`` are the
+    ``FROM`` of the language templates (``just images`` builds local ones where no registry
+    is reachable; ``SHIPWRECK_PULL_BASE_IMAGES=false`` never tries to pull a missing one).
+    ``SHIPWRECK_BUILD_CA_BUNDLE`` is a PEM file trusted by pip and npm while dependencies
+    are installed (behind a TLS-intercepting proxy); it never reaches the app's image.
+
+    Limits: a container gets what its deployment requires, capped by
+    ``SHIPWRECK_APP_MEMORY_LIMIT_MB``, ``SHIPWRECK_APP_CPUS_LIMIT`` and
+    ``SHIPWRECK_APP_PIDS_LIMIT``. Every stage has a timeout (``SHIPWRECK_*_TIMEOUT_SECONDS``).
+    """
 
     node_name: str = ""
     heartbeat_seconds: float = 2.0
+
+    base_image_python: str = "python:3.12-slim"
+    base_image_node: str = "node:20-slim"
+    pull_base_images: bool = True
+    build_ca_bundle: str | None = None
+
+    git_allow_private: bool = False
+    work_dir: str = ".shipwreck/node-work"
+
+    app_memory_limit_mb: int = 512
+    app_cpus_limit: float = 1.0
+    app_pids_limit: int = 256
+
+    clone_timeout_seconds: float = 300.0
+    build_timeout_seconds: float = 900.0
+    test_timeout_seconds: float = 600.0
+    health_timeout_seconds: float = 60.0
+    # An app without config.port has nothing to probe: it is healthy if it is still
+    # running after this long.
+    worker_grace_seconds: float = 3.0
+    stop_timeout_seconds: float = 10.0
 
     @property
     def name(self) -> str:
@@ -24,3 +63,12 @@ class NodeSettings(CommonSettings, frozen=True, kw_only=True):
     def node_id(self) -> uuid.UUID:
         """A stable id for this node name."""
         return uuid.uuid5(uuid.NAMESPACE_DNS, f"node.shipwreck/{self.name}")
+
+    @property
+    def node_work_dir(self) -> Path:
+        """This node's own scratch directory (checkouts, build contexts).
+
+        Per node id, so that two nodes sharing a working directory never clean up each
+        other's work.
+        """
+        return Path(self.work_dir) / str(self.node_id)

@@ -1,0 +1,401 @@
+"""In-memory twins of the node's ports, for fast tests of the pipeline and the work runner.
+
+- `FakeGit`: repositories as dicts of files; ``fetch`` writes them into the checkout
+  directory, so the pipeline reads real files exactly as after a real clone.
+- `FakeRuntime`: images and containers as records. How an app behaves once started is
+  chosen per image by the test (serve, crash, never listen). Builds read the real build
+  context tar, so tests can look at the rendered Dockerfile.
+- `FakeProbe`: answers from the fake containers' behaviour.
+- `Outbox`: what the node sent, with helpers to pick reports and log lines.
+
+Any of them can be made to block in a call until cancelled (``block``), to test that a
+CancelWork stops the work wherever it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import tarfile
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from shipwreck_contracts import (
+    DeployWork,
+    LogLine,
+    LogStream,
+    Requirements,
+    StageReported,
+    WorkFailed,
+    WorkSucceeded,
+)
+from shipwreck_contracts.base import Message
+from shipwreck_contracts.gitpolicy import RemoteRef
+from shipwreck_node.ports import (
+    LABEL_DEPLOYMENT,
+    BranchNotFound,
+    BuildFailed,
+    Checkout,
+    ContainerInfo,
+    ContainerQuery,
+    GitError,
+    ImageUnavailable,
+    OutputCallback,
+    ProbeResult,
+    RunSpec,
+)
+
+M = TypeVar("M", bound=Message)
+Behaviour = Literal["serve", "crash", "silent", "http-error"]
+
+SHIPWRECK_TOML = """\
+[app]
+name = "hello"
+
+[config]
+lang = "python3"
+run = "python3 app.py"
+port = 8000
+"""
+
+
+def deploy_work(
+    repo_url: str = "https://git.example.com/acme/hello.git",
+    *,
+    app: str = "hello",
+    branch: str = "main",
+    attempt: int = 1,
+    node_id: uuid.UUID | None = None,
+    commit: str | None = None,
+    deployment_id: uuid.UUID | None = None,
+) -> DeployWork:
+    """A `DeployWork` with sensible defaults."""
+    return DeployWork(
+        deployment_id=deployment_id or uuid.uuid4(),
+        app=app,
+        repo_url=repo_url,
+        branch=branch,
+        commit=commit,
+        node_id=node_id or uuid.uuid4(),
+        attempt=attempt,
+        requirements=Requirements(),
+        requested_at=datetime.now(UTC),
+    )
+
+
+def public_resolver(host: str) -> list[str]:
+    """A DNS stand-in: every name is a public address (documentation range aside)."""
+    return ["93.184.216.34"]
+
+
+class Block:
+    """Makes a fake call wait until cancelled; ``entered`` fires when it starts waiting."""
+
+    def __init__(self) -> None:
+        self.entered = anyio.Event()
+
+    async def wait(self) -> None:
+        self.entered.set()
+        await anyio.sleep_forever()
+
+
+# --- git -------------------------------------------------------------------------------------
+
+
+class FakeGit:
+    """`GitRemote` over in-memory repositories."""
+
+    def __init__(self) -> None:
+        self.branches: dict[str, dict[str, str]] = {}
+        self.trees: dict[str, dict[str, str]] = {}
+        self.links: dict[str, frozenset[str]] = {}
+        self.unreachable: set[str] = set()
+        self.calls: list[tuple[str, str]] = []
+        self.block_fetch: Block | None = None
+
+    def push(
+        self,
+        url: str,
+        files: Mapping[str, str],
+        *,
+        branch: str = "main",
+        symlinks: Iterable[str] = (),
+    ) -> str:
+        """Make ``files`` the head of ``branch`` at ``url``; the new commit id."""
+        digest = hashlib.sha1(repr((url, branch, sorted(files.items()))).encode())  # noqa: S324
+        commit = digest.hexdigest()
+        self.branches.setdefault(url, {})[branch] = commit
+        self.trees[commit] = dict(files)
+        self.links[commit] = frozenset(symlinks)
+        return commit
+
+    async def resolve(self, remote: RemoteRef, branch: str) -> str:
+        self.calls.append(("resolve", remote.url))
+        if remote.url in self.unreachable or remote.url not in self.branches:
+            raise GitError(f"could not read {remote.url}: unable to connect")
+        try:
+            return self.branches[remote.url][branch]
+        except KeyError:
+            raise BranchNotFound(f"branch {branch!r} does not exist in {remote.url}") from None
+
+    async def fetch(self, remote: RemoteRef, branch: str, commit: str, into: Path) -> Checkout:
+        self.calls.append(("fetch", remote.url))
+        if commit not in self.trees:
+            raise GitError(f"could not fetch {commit[:12]} from {remote.url}")
+        await anyio.to_thread.run_sync(_write_tree, into, self.trees[commit])
+        if self.block_fetch is not None:
+            await self.block_fetch.wait()  # a half-done clone: files are on disk
+        return Checkout(path=into, commit=commit, symlinks=self.links[commit])
+
+
+def _write_tree(root: Path, files: Mapping[str, str]) -> None:
+    root.mkdir(parents=True)
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+
+
+# --- containers ------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeContainer:
+    """A container record; ``info`` is what inspect/find return."""
+
+    info: ContainerInfo
+    spec: RunSpec
+    behaviour: Behaviour
+    output: list[tuple[LogStream, str]] = field(default_factory=list)
+
+
+@dataclass
+class BuildRecord:
+    """One build: the tag, the rendered Dockerfile and the files of the context."""
+
+    tag: str
+    dockerfile: str
+    files: list[str]
+    labels: Mapping[str, str]
+
+
+class FakeRuntime:
+    """`ContainerRuntime` in memory."""
+
+    def __init__(self, images: Iterable[str] = ()) -> None:
+        self.images: set[str] = set(images)
+        self.pullable: set[str] = set()
+        self.containers: dict[str, FakeContainer] = {}
+        self.builds: list[BuildRecord] = []
+        self.removed: list[str] = []
+        self.removed_images: list[str] = []
+        self.build_output = ["Step 1/2 : FROM base\n", "Successfully built\n"]
+        self.build_error: str | None = None
+        self.test_exit_code = 0
+        self.test_output = ["running 3 tests\n", "all passed\n"]
+        self.app_behaviour: Behaviour = "serve"
+        self.app_output: list[tuple[LogStream, str]] = [(LogStream.STDOUT, "listening\n")]
+        self.crash_exit_code = 1
+        self.block_build: Block | None = None
+        self.block_test: Block | None = None
+        self.followed: list[str] = []
+        self._ids = itertools.count(1)
+        self._ports = itertools.count(32768)
+
+    # images
+
+    async def image_present(self, ref: str) -> bool:
+        return ref in self.images
+
+    async def pull(self, ref: str) -> None:
+        if ref not in self.pullable:
+            raise ImageUnavailable(f"pull access denied for {ref}")
+        self.images.add(ref)
+
+    async def build(
+        self, context: Path, *, tag: str, labels: Mapping[str, str], on_output: OutputCallback
+    ) -> None:
+        with tarfile.open(context) as tar:
+            names = tar.getnames()
+            member = tar.extractfile("Dockerfile")
+            dockerfile = member.read().decode() if member is not None else ""
+        self.builds.append(BuildRecord(tag, dockerfile, names, dict(labels)))
+        if self.block_build is not None:
+            await self.block_build.wait()
+        for chunk in self.build_output:
+            await on_output(LogStream.BUILD, chunk)
+        if self.build_error is not None:
+            raise BuildFailed(self.build_error)
+        self.images.add(tag)
+
+    async def remove_image(self, ref: str) -> None:
+        if ref in self.images:
+            self.images.discard(ref)
+            self.removed_images.append(ref)
+
+    # containers
+
+    async def run_to_exit(self, spec: RunSpec, *, on_output: OutputCallback) -> int:
+        container = self._create(spec, "serve")
+        try:
+            if self.block_test is not None:
+                await self.block_test.wait()
+            for chunk in self.test_output:
+                await on_output(LogStream.STDOUT, chunk)
+            return self.test_exit_code
+        finally:
+            await self.remove(container.info.id)
+
+    async def start(self, spec: RunSpec) -> ContainerInfo:
+        if spec.image not in self.images:
+            raise ImageUnavailable(f"no such image: {spec.image}")
+        if any(c.info.name == spec.name for c in self.containers.values()):
+            raise RuntimeError(f"Conflict. The container name {spec.name} is already in use")
+        container = self._create(spec, self.app_behaviour)
+        container.output = list(self.app_output)
+        if self.app_behaviour == "crash":
+            container.output.append((LogStream.STDERR, "Traceback: boom\n"))
+            container.info = replace(container.info, running=False, exit_code=self.crash_exit_code)
+        return container.info
+
+    async def keep_running(self, container_id: str) -> None:
+        pass
+
+    async def inspect(self, container_id: str) -> ContainerInfo | None:
+        container = self.containers.get(container_id)
+        return container.info if container is not None else None
+
+    async def wait_exit(self, container_id: str, within: float) -> int | None:
+        container = self.containers.get(container_id)
+        if container is None:
+            return -1
+        return None if container.info.running else container.info.exit_code
+
+    async def tail(self, container_id: str, lines: int) -> list[str]:
+        container = self.containers.get(container_id)
+        if container is None:
+            return []
+        return [text.rstrip("\n") for _, text in container.output][-lines:]
+
+    async def follow(self, container_id: str, on_output: OutputCallback) -> None:
+        self.followed.append(container_id)
+        container = self.containers.get(container_id)
+        if container is None:
+            return
+        for stream, text in container.output:
+            await on_output(stream, text)
+
+    async def find(self, query: ContainerQuery) -> list[ContainerInfo]:
+        return [
+            c.info
+            for c in self.containers.values()
+            if all(c.info.labels.get(k) == v for k, v in query.labels.items())
+            and (c.info.running or not query.running_only)
+        ]
+
+    async def remove(self, container_id: str, *, stop_timeout: float = 0) -> None:
+        if self.containers.pop(container_id, None) is not None:
+            self.removed.append(container_id)
+
+    def for_deployment(self, deployment_id: uuid.UUID) -> list[FakeContainer]:
+        """The containers labelled with ``deployment_id``."""
+        return [
+            c
+            for c in self.containers.values()
+            if c.info.labels.get(LABEL_DEPLOYMENT) == str(deployment_id)
+        ]
+
+    def _create(self, spec: RunSpec, behaviour: Behaviour) -> FakeContainer:
+        number = next(self._ids)
+        info = ContainerInfo(
+            id=f"c{number:063d}",
+            name=spec.name,
+            labels=dict(spec.labels),
+            running=True,
+            host_port=next(self._ports) if spec.port is not None else None,
+            address=f"172.17.0.{number % 250 + 2}",
+            image=spec.image,
+        )
+        container = FakeContainer(info=info, spec=spec, behaviour=behaviour)
+        self.containers[info.id] = container
+        return container
+
+
+class FakeProbe:
+    """`HealthProbe` answering for the fake runtime's containers."""
+
+    def __init__(self, runtime: FakeRuntime) -> None:
+        self.runtime = runtime
+        self.probes: list[str] = []
+
+    async def http(self, url: str, within: float) -> ProbeResult:
+        self.probes.append(url)
+        port = int(url.split(":")[2].split("/")[0])
+        container = self._find(lambda c: c.info.host_port == port)
+        return self._answer(container)
+
+    async def tcp(self, host: str, port: int, within: float) -> ProbeResult:
+        self.probes.append(f"tcp://{host}:{port}")
+        container = self._find(lambda c: c.info.address == host or c.info.host_port == port)
+        return self._answer(container)
+
+    def _find(self, match: Callable[[FakeContainer], bool]) -> FakeContainer | None:
+        return next((c for c in self.runtime.containers.values() if match(c)), None)
+
+    def _answer(self, container: FakeContainer | None) -> ProbeResult:
+        if container is None or container.behaviour in ("silent", "crash"):
+            return ProbeResult(ok=False, detail="connection refused")
+        if container.behaviour == "http-error":
+            return ProbeResult(ok=False, detail="HTTP 500 Internal Server Error", answered=True)
+        return ProbeResult(ok=True, detail="HTTP 200 OK", answered=True)
+
+
+# --- what the node sends ---------------------------------------------------------------------
+
+
+class Outbox:
+    """Collects every message the node sends, in order."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.changed = anyio.Event()
+
+    async def send(self, message: Message) -> None:
+        self.messages.append(message)
+        self.changed.set()
+        self.changed = anyio.Event()
+
+    def of(self, kind: type[M]) -> list[M]:
+        """The messages of one type, in order."""
+        return [m for m in self.messages if isinstance(m, kind)]
+
+    @property
+    def stages(self) -> list[str]:
+        """The stages reported, in order."""
+        return [m.stage.value for m in self.of(StageReported)]
+
+    @property
+    def outcomes(self) -> list[WorkSucceeded | WorkFailed]:
+        """The terminal reports, in order."""
+        return [m for m in self.messages if isinstance(m, WorkSucceeded | WorkFailed)]
+
+    def lines(self, stream: LogStream | None = None) -> list[str]:
+        """The text of the log lines sent (on ``stream``, or all)."""
+        return [m.text for m in self.of(LogLine) if stream is None or m.stream is stream]
+
+    async def wait_for(self, kind: type[M], count: int = 1) -> list[M]:
+        """Wait until ``count`` messages of ``kind`` were sent."""
+        await self.wait_until(lambda: len(self.of(kind)) >= count)
+        return self.of(kind)
+
+    async def wait_until(self, condition: Callable[[], bool]) -> None:
+        """Wait until ``condition`` holds; it is checked after every message sent."""
+        while not condition():
+            await self.changed.wait()
