@@ -77,7 +77,7 @@ REFUSED_WITHOUT_LOOKUP = [
     ("repo.git", LOCAL),
     ("--upload-pack=/tmp/evil.sh", OPTION),
     ("-oProxyCommand=curl", OPTION),
-    ("--upload-pack=touch /tmp/pwned", "whitespace"),
+    ("--upload-pack=touch /tmp/pwned", OPTION),
     ("ext::sh -c touch% /tmp/pwned", "whitespace"),
     ("ext::/bin/sh", HELPER),
     ("fd::3", HELPER),

@@ -59,14 +59,14 @@ def check_repo_url(
     text = url.strip()
     if not text:
         raise RefusedRemote(f"the repository URL is empty; allowed: {ALLOWED_DESCRIPTION}")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F or c.isspace() for c in text):
-        raise RefusedRemote(
-            "the repository URL contains whitespace or control characters; "
-            f"allowed: {ALLOWED_DESCRIPTION}"
-        )
     if text.startswith("-"):
         raise RefusedRemote(
             f"the repository URL {text!r} starts with '-' (it would be read as a git option); "
+            f"allowed: {ALLOWED_DESCRIPTION}"
+        )
+    if any(ord(c) < 0x20 or ord(c) == 0x7F or c.isspace() for c in text):
+        raise RefusedRemote(
+            "the repository URL contains whitespace or control characters; "
             f"allowed: {ALLOWED_DESCRIPTION}"
         )
     if "::" in text.split("/", 1)[0]:
@@ -132,9 +132,10 @@ def _check_host(host: str, *, allow_private: bool, resolve: Resolver) -> None:
         kind = _non_public_kind(ip)
         if kind is not None:
             shown = host if host == address else f"{host} ({address})"
+            article = "an" if kind[0] in "aeiou" else "a"
             raise RefusedRemote(
-                f"the repository host {shown} is a {kind} address; such remotes are refused "
-                "unless SHIPWRECK_GIT_ALLOW_PRIVATE=true"
+                f"the repository host {shown} is {article} {kind} address; such remotes are "
+                "refused unless SHIPWRECK_GIT_ALLOW_PRIVATE=true"
             )
 
 

@@ -19,7 +19,7 @@ from aiormq.exceptions import AMQPError
 from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
-from litestar import Litestar, get
+from litestar import Litestar, Request, Response, get, post
 from litestar.types import Scope
 from strawberry.litestar import make_graphql_controller
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
@@ -30,7 +30,8 @@ from shipwreck_api.live import LIVE_TAGS, Live
 from shipwreck_api.readmodel import ReadModel
 from shipwreck_api.schema import ApiContext, schema
 from shipwreck_api.settings import ApiSettings
-from shipwreck_contracts import ReplayRequested
+from shipwreck_api.webhooks import Ignored, WebhookError, parse_push
+from shipwreck_contracts import ReplayRequested, WebhookReceived
 from shipwreck_contracts.gitpolicy import Resolver, resolve_host
 from shipwreck_messaging import (
     PublishFailed,
@@ -138,6 +139,43 @@ def create_app(
             log.info("read model rebuilding: asked %s to replay its log", settings.replay_origin)
             return
 
+    @post("/webhooks/{provider:str}", status_code=202)
+    async def webhook(provider: str, request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
+        """A push from GitHub, Gitea or GitLab: verified here, judged by the watcher's ledger.
+
+        No bearer token: the webhook secret (``SHIPWRECK_WEBHOOK_SECRET``) authenticates it.
+        A bad signature is answered 401 and still reported, so the ledger records it.
+        """
+        if not settings.webhook_secret:
+            return Response(
+                {"error": "webhooks are disabled: set SHIPWRECK_WEBHOOK_SECRET"}, status_code=503
+            )
+        body = await request.body()
+        try:
+            push = parse_push(provider, dict(request.headers), body, settings.webhook_secret)
+        except Ignored as e:
+            return Response({"status": f"ignored: {e} event"}, status_code=200)
+        except WebhookError as e:
+            return Response({"error": str(e)}, status_code=e.status)
+        await publish(
+            broker,
+            WebhookReceived(
+                delivery_id=push.delivery_id,
+                provider=push.provider,
+                repo_url=push.repo_url,
+                ref=push.ref,
+                commit=push.commit,
+                verified=push.verified,
+                received_at=datetime.now(UTC),
+                repo_urls=push.repo_urls,
+                rejection=push.rejection,
+            ),
+            mandatory=True,
+        )
+        if not push.verified:
+            return Response({"error": push.rejection or "bad signature"}, status_code=401)
+        return Response({"status": "accepted", "delivery": push.delivery_id}, status_code=202)
+
     background = BackgroundTasks()
     background.add("replay-request", request_replay)
 
@@ -162,7 +200,7 @@ def create_app(
         log.info("api stopped")
 
     return Litestar(
-        route_handlers=[GraphQL, healthz],
+        route_handlers=[GraphQL, healthz, webhook],
         on_startup=[start],
         on_shutdown=[stop],
         # Keep the one log format configure_logging set up.

@@ -11,6 +11,8 @@ class ApiSettings(CommonSettings, frozen=True, kw_only=True):
     - ``SHIPWRECK_API_HOST``/``_PORT``: where to listen.
     - ``SHIPWRECK_API_TOKEN``: the first admin token (when unset, one is generated into
       ``<state_dir>/api-token``, mode 0600).
+    - ``SHIPWRECK_WEBHOOK_SECRET``: the secret push webhooks are signed with (GitHub and
+      Gitea HMAC-SHA256, GitLab token); unset, ``/webhooks/*`` answers 503.
     - ``SHIPWRECK_GIT_ALLOW_PRIVATE``: accept repository URLs on loopback and private
       addresses (refused by default, before anything is published).
     - ``SHIPWRECK_REPLAY_ORIGIN``: the event store whose log rebuilds the read model.
@@ -34,3 +36,4 @@ class ApiSettings(CommonSettings, frozen=True, kw_only=True):
     log_subscriber_queue_size: int = 1000
     log_buffer_lines: int = 1000
     unknown_deployment_wait_seconds: float = 10.0
+    webhook_secret: str | None = None
