@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ class Platform:
     database_url: str
     state_dir: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    node_ids: list[str] = field(default_factory=list)
     logs: dict[str, Path] = field(default_factory=dict)
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -51,6 +53,9 @@ class Platform:
         self, name: str, module: str, ready: str, *, timeout: float = 60, **extra: str
     ) -> subprocess.Popen[bytes]:
         """Run ``python -m module`` and wait until its log says ``ready``."""
+        if module == "shipwreck_node":
+            node_name = extra.get("SHIPWRECK_NODE_NAME") or socket.gethostname()
+            self.node_ids.append(str(uuid.uuid5(uuid.NAMESPACE_DNS, f"node.shipwreck/{node_name}")))
         log = self.state_dir / f"{name}.log"
         with log.open("ab") as out:
             proc = subprocess.Popen(
@@ -88,9 +93,11 @@ class Platform:
         return self.logs[name].read_text(errors="replace")[-chars:]
 
     def stop_all(self) -> None:
-        """Stop every service started here."""
+        """Stop every service started here, then remove the app containers of its nodes
+        (apps outlive their node by design; a test's must not outlive the test)."""
         for name in list(self.processes):
             self.stop(name)
+        remove_node_containers(self.node_ids)
 
 
 @pytest.fixture
@@ -123,3 +130,20 @@ def platform(tmp_path: Path) -> Iterator[Platform]:
 def service_env(values: Mapping[str, str]) -> dict[str, str]:
     """``SHIPWRECK_*`` settings as keyword arguments for :meth:`Platform.start`."""
     return {f"SHIPWRECK_{k.upper()}": v for k, v in values.items()}
+
+
+def remove_node_containers(node_ids: list[str]) -> None:
+    """Remove every container labelled as run by one of ``node_ids``."""
+    if not node_ids:
+        return
+    import docker
+
+    client = docker.from_env()
+    try:
+        for node_id in node_ids:
+            for container in client.containers.list(
+                all=True, filters={"label": f"org.shipwreck.node={node_id}"}
+            ):
+                container.remove(force=True)
+    finally:
+        client.close()
