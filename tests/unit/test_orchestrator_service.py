@@ -434,3 +434,23 @@ def test_rollback_to_a_deployment_that_never_ran_is_refused(
     assert d.status is S.ERRORED
     assert d.error
     assert "only a deployment that reached RUNNING can be rolled back to" in d.error
+
+
+def test_a_commit_the_app_already_serves_is_not_deployed_again(
+    service: OrchestratorService, clock: Clock
+) -> None:
+    from shipwreck_contracts import RepoChanged, Trigger
+
+    cmd = _request()
+    _run_to(service, cmd, clock)  # serves SHA
+    service.repo_changed(
+        RepoChanged(
+            repo_url=cmd.repo_url,
+            branch="main",
+            commit=SHA,
+            trigger=Trigger.WEBHOOK,
+            detected_at=clock.now,
+        ),
+        None,
+    )
+    assert service.in_progress == set()

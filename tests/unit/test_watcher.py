@@ -234,3 +234,10 @@ def test_a_repeated_delivery_is_recorded_and_triggers_nothing(service: WatcherSe
     last = _ledger(service)[-1]
     assert (last.kind, last.reason) == ("WEBHOOK_REJECTED", "duplicate delivery")
     assert last.apps == ["w"]
+
+
+def test_a_webhook_before_any_poll_is_a_change_not_a_baseline(service: WatcherService) -> None:
+    url = "git://example.org/early.git"
+    _watch(service, "early", url)
+    service.webhook(_hook("d-early", url), None)
+    assert [c.commit for c in _repo_changes(service)] == ["2" * 40]

@@ -215,6 +215,9 @@ class OrchestratorService:
                 deployment_id = uuid.uuid5(app.id, f"commit/{msg.commit}")
                 if self._get(deployment_id) is not None:
                     continue
+                current = self._deployment(app.current) if app.current else None
+                if current is not None and current.commit == msg.commit:
+                    continue  # already serving this commit (deployed by hand, or rolled back)
                 deployment = Deployment(
                     deployment_id=deployment_id,
                     repo_url=msg.repo_url,

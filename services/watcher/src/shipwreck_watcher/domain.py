@@ -62,8 +62,9 @@ class WatchedRepo(Aggregate):
     def observe(self, commit: str, trigger: Trigger, delivery_id: str | None, at: datetime) -> bool:
         """Record the branch head ``commit``; True when it is new.
 
-        The first head seen is a baseline (the deploy that started the watch built it), not
-        a change: only later commits trigger deployments.
+        The first head a poll sees is a baseline (the deploy that started the watch built
+        it), not a change: only later commits trigger deployments. A webhook is always news:
+        the Git host says the branch moved.
         """
         if commit == self.head:
             return False
@@ -72,7 +73,7 @@ class WatchedRepo(Aggregate):
             branch=self.branch,
             commit=commit,
             previous=self.head,
-            baseline=self.head is None,
+            baseline=self.head is None and trigger is Trigger.WATCH,
             trigger=trigger,
             delivery_id=delivery_id,
             apps=sorted(self.apps),
