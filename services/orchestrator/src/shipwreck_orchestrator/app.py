@@ -9,9 +9,9 @@ import anyio
 from faststream import FastStream
 from faststream.rabbit import RabbitBroker
 
-from shipwreck_eventstore import OutboxRelay, StoreConfig, redact
+from shipwreck_eventstore import OutboxRelay, StoreConfig
+from shipwreck_eventstore.service import build_writer_service
 from shipwreck_messaging import create_broker
-from shipwreck_messaging.service import build_service
 from shipwreck_orchestrator.consumers import register
 from shipwreck_orchestrator.service import Orchestrator, OrchestratorService
 from shipwreck_orchestrator.settings import OrchestratorSettings
@@ -43,17 +43,5 @@ def create_app(
             await asyncio.sleep(settings.sweep_interval_seconds)
 
     tasks = BackgroundTasks()
-    tasks.add("outbox-relay", relay.run)
     tasks.add("stage-timeouts", sweep_forever)
-
-    async def close_store() -> None:
-        await anyio.to_thread.run_sync(app.close)
-
-    return build_service(
-        "orchestrator",
-        broker,
-        log,
-        tasks=tasks,
-        ready_detail=lambda: f"event store {redact(settings.database_url)}",
-        on_stop=close_store,
-    )
+    return build_writer_service("orchestrator", broker, log, relay, tasks=tasks)

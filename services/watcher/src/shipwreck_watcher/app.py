@@ -10,10 +10,10 @@ from faststream import Context, FastStream
 from faststream.rabbit import RabbitBroker
 
 from shipwreck_contracts import AppWatchChanged, WebhookReceived
-from shipwreck_eventstore import OutboxRelay, StoreConfig, redact, tracking_from_headers
+from shipwreck_eventstore import OutboxRelay, StoreConfig, tracking_from_headers
+from shipwreck_eventstore.service import build_writer_service
 from shipwreck_messaging import create_broker, events_exchange, tag_filter
 from shipwreck_messaging.routes import WATCHER_APPS
-from shipwreck_messaging.service import build_service
 from shipwreck_runtime import BackgroundTasks
 from shipwreck_watcher.poller import Poller
 from shipwreck_watcher.remote import DulwichLister, HeadLister
@@ -68,17 +68,5 @@ def create_app(
         await poller.run()
 
     tasks = BackgroundTasks()
-    tasks.add("outbox-relay", relay.run)
     tasks.add("poller", poll)
-
-    async def close_store() -> None:
-        await anyio.to_thread.run_sync(app.close)
-
-    return build_service(
-        "watcher",
-        broker,
-        log,
-        tasks=tasks,
-        ready_detail=lambda: f"event store {redact(settings.database_url)}",
-        on_stop=close_store,
-    )
+    return build_writer_service("watcher", broker, log, relay, tasks=tasks)
