@@ -88,12 +88,19 @@ class OutboxRelay:
         self.position_name = relay_position_name(app.name)
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._position: int | None = None
 
     async def position(self) -> int:
-        """The last notification id whose message is known to be published (0 if none)."""
-        recorder = self.app.process_recorder
-        value = await anyio.to_thread.run_sync(recorder.max_tracking_id, self.position_name)
-        return value or 0
+        """The last notification id whose message is known to be published (0 if none).
+
+        Read from the store once, then kept in memory: each application has one relay, so
+        nothing else moves it (a query per wake-up costs a round trip on every message).
+        """
+        if self._position is None:
+            recorder = self.app.process_recorder
+            value = await anyio.to_thread.run_sync(recorder.max_tracking_id, self.position_name)
+            self._position = value or 0
+        return self._position
 
     async def publish_batch(self) -> int | None:
         """Publish the next batch after the recorded position; return its last id, or None.
@@ -178,6 +185,7 @@ class OutboxRelay:
         """Record that everything up to ``position`` is published."""
         tracking = Tracking(application_name=self.position_name, notification_id=position)
         await anyio.to_thread.run_sync(self.app.process_recorder.insert_tracking, tracking)
+        self._position = position
 
     async def run_once(self) -> int:
         """Publish and record one batch; return how many notifications it covered."""
