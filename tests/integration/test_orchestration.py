@@ -235,3 +235,86 @@ async def test_without_live_nodes_a_deployment_ends_errored_with_the_reason(
         await observer.wait(lambda: bool(observer.of(DeploymentErrored)))
     errored = observer.of(DeploymentErrored)[0]
     assert errored.reason == "no node can run it: no live node"
+
+
+async def test_a_lost_node_is_detected_and_its_deployment_moves_to_a_live_node(
+    platform: Platform,
+) -> None:
+    from shipwreck_contracts import DeploymentInitialized, NodeLost
+
+    broker = create_broker(platform.amqp_url, app_id="test")
+    fakes = FakeNodes(broker, 2)
+    observer = Observer(broker)
+    lost_seen: list[NodeLost] = []
+    lost_queue = RabbitQueue(
+        f"lost-{uuid.uuid4().hex[:8]}", exclusive=True, auto_delete=True, routing_key="node.lost.v1"
+    )
+
+    @broker.subscriber(lost_queue, events_exchange())
+    async def on_lost(msg: NodeLost) -> None:
+        lost_seen.append(msg)
+
+    platform.start(
+        "scheduler", "shipwreck_scheduler", "scheduler ready", SHIPWRECK_NODE_TIMEOUT_SECONDS="2"
+    )
+    platform.start("orchestrator", "shipwreck_orchestrator", "orchestrator ready")
+    doomed, survivor = fakes.ids
+    async with broker:
+        await broker.start()
+        await fakes.declare()
+        # Only the doomed node is alive at first, so the deployment lands there.
+        await publish(
+            broker,
+            NodeHeartbeat(
+                node_id=doomed,
+                hostname="doomed",
+                cpu_count=2,
+                mem_total_mb=4096,
+                mem_free_mb=3000,
+                load_avg=0.1,
+                at=datetime.now(UTC),
+            ),
+        )
+        await _heard_ids(platform, [doomed])
+        r = _request(42)
+        await publish(broker, r, mandatory=True)
+        await observer.wait(lambda: len(observer.of(DeploymentRunning)) == 1)
+        assert observer.of(DeploymentRunning)[0].node_id == doomed
+
+        async def keep_survivor_alive() -> None:
+            while True:
+                await publish(
+                    broker,
+                    NodeHeartbeat(
+                        node_id=survivor,
+                        hostname="survivor",
+                        cpu_count=2,
+                        mem_total_mb=4096,
+                        mem_free_mb=3000,
+                        load_avg=0.1,
+                        running=list(fakes.work[survivor]),
+                        at=datetime.now(UTC),
+                    ),
+                )
+                await asyncio.sleep(0.5)
+
+        beats = asyncio.create_task(keep_survivor_alive())
+        try:
+            await observer.wait(lambda: len(observer.of(DeploymentRunning)) == 2, seconds=30)
+        finally:
+            beats.cancel()
+    assert [m.node_id for m in lost_seen] == [doomed]
+    assert r.deployment_id in lost_seen[0].deployments
+    second = observer.of(DeploymentRunning)[1]
+    assert (second.deployment_id, second.node_id) == (r.deployment_id, survivor)
+    again = observer.of(DeploymentInitialized, r.deployment_id)
+    assert len(again) == 2  # initialized, then placed again after the loss
+
+
+async def _heard_ids(platform: Platform, ids: list[uuid.UUID]) -> None:
+    for _ in range(100):
+        log = platform.log_tail("scheduler", 100_000)
+        if all(str(n) in log for n in ids):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(platform.log_tail("scheduler"))

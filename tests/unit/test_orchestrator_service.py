@@ -454,3 +454,39 @@ def test_a_commit_the_app_already_serves_is_not_deployed_again(
         None,
     )
     assert service.in_progress == set()
+
+
+def test_a_lost_node_gets_its_work_placed_again_avoiding_it(
+    service: OrchestratorService, clock: Clock
+) -> None:
+    from shipwreck_contracts import NodeLost, RequestPlacement
+
+    running, building = _request(), _request("https://github.com/acme/other")
+    _run_to(service, running, clock)
+    service.request_deployment(building, None)
+    service.placement_decided(
+        PlacementDecided(
+            deployment_id=building.deployment_id, app="other", node_id=NODE, decided_at=clock.now
+        ),
+        None,
+    )
+    moved = service.node_lost(NodeLost(node_id=NODE, last_seen_at=clock.now, at=clock.now), None)
+    assert sorted(moved) == sorted([running.deployment_id, building.deployment_id])
+    for deployment_id in moved:
+        d = _deployment(service, deployment_id)
+        assert (d.status, d.attempt, d.node_id) == (S.INITIALIZED, 2, None)
+        last = list(service.app.events.get(deployment_id))[-1]
+        placement = [m for m in translate(last) if isinstance(m, RequestPlacement)]
+        assert [(p.attempt, p.avoid_node_ids) for p in placement] == [(2, [NODE])]
+    # A late report of the abandoned attempt changes nothing (fencing).
+    service.stage_reported(
+        StageReported(
+            deployment_id=building.deployment_id,
+            node_id=NODE,
+            attempt=1,
+            stage=Stage.CLONING,
+            at=clock.now,
+        ),
+        None,
+    )
+    assert _deployment(service, building.deployment_id).status is S.INITIALIZED

@@ -45,3 +45,14 @@ def test_only_recently_heard_nodes_are_live() -> None:
         NODE
     ]
     assert table.live(T0 + timedelta(seconds=11), timedelta(seconds=10)) == []
+
+
+def test_a_silent_node_is_declared_lost_once_and_found_again_by_its_heartbeat() -> None:
+    table = NodeTable()
+    table.heartbeat(_beat(T0))
+    timeout = timedelta(seconds=10)
+    assert table.newly_lost(T0 + timedelta(seconds=9), timeout) == []
+    assert [v.node_id for v in table.newly_lost(T0 + timedelta(seconds=11), timeout)] == [NODE]
+    assert table.newly_lost(T0 + timedelta(seconds=12), timeout) == []
+    table.heartbeat(_beat(T0 + timedelta(seconds=13)))
+    assert NODE not in table.lost

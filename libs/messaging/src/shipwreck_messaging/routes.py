@@ -17,6 +17,7 @@ from shipwreck_contracts import (
     DeploymentStopped,
     DeploymentSuperseded,
     NodeHeartbeat,
+    NodeLost,
     NodeRegistered,
     PlacementDecided,
     PlacementFailed,
@@ -59,7 +60,7 @@ ORCHESTRATOR_COMMANDS = TOPOLOGY.add(
 
 ORCHESTRATOR_REPORTS = TOPOLOGY.add(
     "orchestrator.reports",
-    _tags(StageReported, WorkSucceeded, WorkFailed, PlacementDecided, PlacementFailed),
+    _tags(StageReported, WorkSucceeded, WorkFailed, PlacementDecided, PlacementFailed, NodeLost),
 )
 """What nodes and the scheduler tell the orchestrator."""
 

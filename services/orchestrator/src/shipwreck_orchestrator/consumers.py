@@ -12,6 +12,7 @@ from faststream.rabbit import RabbitBroker
 
 from shipwreck_contracts import (
     CancelDeployment,
+    NodeLost,
     PlacementDecided,
     PlacementFailed,
     ReplayRequested,
@@ -58,6 +59,10 @@ def register(broker: RabbitBroker, service: OrchestratorService, relay: OutboxRe
     on(reports, WorkFailed, service.work_failed)
     on(reports, PlacementDecided, service.placement_decided)
     on(reports, PlacementFailed, service.placement_failed)
+
+    @reports(filter=tag_filter(NodeLost))
+    async def on_node_lost(msg: NodeLost) -> None:
+        await anyio.to_thread.run_sync(service.node_lost, msg, None)
 
     @commands(filter=tag_filter(ReplayRequested))
     async def on_replay(msg: ReplayRequested) -> None:

@@ -156,6 +156,50 @@ class Deployment(Aggregate):
         self.scores = scores
         self._move(S.SCHEDULED, at)
 
+    def reschedule(self, lost_node: uuid.UUID, at: datetime) -> bool:
+        """Its node was lost: place it again (next attempt, avoiding that node).
+
+        Work in progress there is abandoned; a RUNNING deployment gets a new container on
+        another node. Reports of the old attempt are stale from now on (fencing).
+        """
+        if self.node_id != lost_node:
+            return False
+        if not (self.in_progress or self.status is S.RUNNING):
+            return False
+        self._rescheduled(
+            app=self.app or "",
+            lost_node=lost_node,
+            previous=self.status,
+            attempt=self.attempt + 1,
+            repo_url=self.repo_url,
+            branch=self.branch,
+            trigger=self.trigger,
+            commit=self.commit,
+            at=at,
+        )
+        return True
+
+    @event("Rescheduled")
+    def _rescheduled(
+        self,
+        app: str,
+        lost_node: uuid.UUID,
+        previous: DeploymentStatus,
+        attempt: int,
+        repo_url: str,
+        branch: str,
+        trigger: Trigger,
+        commit: str | None,
+        at: datetime,
+    ) -> None:
+        self.node_id = None
+        self.attempt = attempt
+        self._move(
+            S.INITIALIZED,
+            at,
+            f"node {lost_node} lost while {previous}; rescheduling (attempt {attempt})",
+        )
+
     # --- node reports ---------------------------------------------------------------------
 
     def _current(self, node_id: uuid.UUID, attempt: int) -> bool:

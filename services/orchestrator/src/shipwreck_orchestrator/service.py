@@ -19,6 +19,7 @@ from eventsourcing.persistence import Tracking
 from shipwreck_contracts import (
     CancelDeployment,
     DeploymentStatus,
+    NodeLost,
     PlacementDecided,
     PlacementFailed,
     RepoChanged,
@@ -407,6 +408,41 @@ class OrchestratorService:
         for d in touched:
             self._track(d)
         return recorded
+
+    def node_lost(self, msg: NodeLost, tracking: Tracking | None) -> list[uuid.UUID]:
+        """A node stopped heartbeating: reschedule what it was running or building."""
+        candidates = set(msg.deployments) | set(self.in_progress) | self.running_on(msg.node_id)
+        moved = []
+        for deployment_id in sorted(candidates):
+            if self._on_deployment(
+                deployment_id, None, lambda d: d.reschedule(msg.node_id, msg.at)
+            ):
+                moved.append(deployment_id)
+        return moved
+
+    def running_on(self, node_id: uuid.UUID) -> set[uuid.UUID]:
+        """RUNNING deployments on ``node_id`` (the current deployment of each app)."""
+        found = set()
+        for index in self._all_of("RepoIndex.Created"):
+            for name in index.apps:
+                app = self._get(app_id(name))
+                if isinstance(app, App) and app.current is not None:
+                    current = self._deployment(app.current)
+                    if current is not None and current.node_id == node_id:
+                        found.add(current.id)
+        return found
+
+    def _all_of(self, topic_suffix: str) -> list[Any]:
+        out = []
+        start = 1
+        while batch := self.app.process_recorder.select_notifications(start, 1000):
+            for n in batch:
+                if n.topic.endswith(f":{topic_suffix}"):
+                    found = self._get(uuid.UUID(str(n.originator_id)))
+                    if found is not None:
+                        out.append(found)
+            start = batch[-1].id + 1
+        return out
 
     def _on_deployment(
         self,

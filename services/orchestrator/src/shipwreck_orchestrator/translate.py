@@ -69,6 +69,25 @@ def translate(e: Any) -> list[Outgoing]:
                     requested_at=e.at,
                 )
             ]
+        case "Deployment.Rescheduled":
+            return [
+                DeploymentInitialized(
+                    deployment_id=d,
+                    app=e.app,
+                    repo_url=e.repo_url,
+                    branch=e.branch,
+                    trigger=e.trigger,
+                    commit=e.commit,
+                    at=e.at,
+                ),
+                RequestPlacement(
+                    deployment_id=d,
+                    app=e.app,
+                    attempt=e.attempt,
+                    avoid_node_ids=[e.lost_node],
+                    requested_at=e.at,
+                ),
+            ]
         case "Deployment.Scheduled":
             work = DeployWork(
                 deployment_id=d,

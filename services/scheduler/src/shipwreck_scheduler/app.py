@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections import defaultdict
@@ -17,6 +18,7 @@ from shipwreck_contracts import (
     DeploymentStopped,
     DeploymentSuperseded,
     NodeHeartbeat,
+    NodeLost,
     NodeRegistered,
     PlacementDecided,
     RequestPlacement,
@@ -24,6 +26,7 @@ from shipwreck_contracts import (
 from shipwreck_messaging import create_broker, events_exchange, publish, tag_filter
 from shipwreck_messaging.routes import SCHEDULER_NODES, SCHEDULER_PLACEMENT
 from shipwreck_messaging.service import build_service
+from shipwreck_runtime import BackgroundTasks
 from shipwreck_scheduler.nodes import NodeTable
 from shipwreck_scheduler.placement import Snapshot, plan
 from shipwreck_scheduler.settings import SchedulerSettings
@@ -104,4 +107,34 @@ def create_app(
     async def on_running(msg: DeploymentRunning) -> None:
         assignments.assign(msg.node_id, msg.deployment_id)
 
-    return build_service("scheduler", broker, log)
+    async def watch_liveness() -> None:
+        while True:
+            now = datetime.now(UTC)
+            for view in nodes.newly_lost(now, timeout):
+                deployments = sorted(
+                    set(view.running) | assignments.by_node.get(view.node_id, set())
+                )
+                log.warning(
+                    "node %s (%s) lost: no heartbeat since %s; %d deployments",
+                    view.hostname,
+                    view.node_id,
+                    view.last_seen_at,
+                    len(deployments),
+                )
+                assert view.last_seen_at is not None
+                await publish(
+                    broker,
+                    NodeLost(
+                        node_id=view.node_id,
+                        last_seen_at=view.last_seen_at,
+                        deployments=deployments,
+                        at=now,
+                    ),
+                )
+                for deployment_id in deployments:
+                    assignments.release(deployment_id)
+            await asyncio.sleep(settings.liveness_check_seconds)
+
+    tasks = BackgroundTasks()
+    tasks.add("node-liveness", watch_liveness)
+    return build_service("scheduler", broker, log, tasks=tasks)

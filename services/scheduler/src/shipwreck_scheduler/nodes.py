@@ -28,6 +28,7 @@ class NodeTable:
     """Nodes by id, updated from registrations and heartbeats."""
 
     nodes: dict[uuid.UUID, NodeView] = field(default_factory=dict)
+    lost: set[uuid.UUID] = field(default_factory=set)
 
     def register(self, msg: NodeRegistered) -> bool:
         """Record a registration; True when the node was not known before."""
@@ -54,7 +55,22 @@ class NodeTable:
         view.mem_total_mb, view.mem_free_mb = msg.mem_total_mb, msg.mem_free_mb
         view.load_avg, view.running = msg.load_avg, list(msg.running)
         view.last_seen_at = msg.at
+        # A lost node that comes back is placeable again; its old work stays fenced (the
+        # orchestrator ignores reports of abandoned attempts).
+        self.lost.discard(msg.node_id)
         return new
+
+    def newly_lost(self, now: datetime, timeout: timedelta) -> list[NodeView]:
+        """Nodes silent for longer than ``timeout`` that were not yet declared lost."""
+        found = [
+            v
+            for v in self.nodes.values()
+            if v.node_id not in self.lost
+            and v.last_seen_at is not None
+            and now - v.last_seen_at > timeout
+        ]
+        self.lost.update(v.node_id for v in found)
+        return found
 
     def live(self, now: datetime, timeout: timedelta) -> list[NodeView]:
         """Nodes heard from within ``timeout`` of ``now``."""
