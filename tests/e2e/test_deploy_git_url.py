@@ -3,8 +3,9 @@ PostgreSQL, Docker and a git daemon on loopback, driven through the public Graph
 
 from __future__ import annotations
 
+import http.client
 import time
-import urllib.request
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -104,8 +105,16 @@ def api(platform: Platform) -> Iterator[Api]:
 
 
 def _get(url: str) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback app
+    """GET an app's stable URL through its node's proxy (``<app>.localhost`` may not
+    resolve here, so connect to loopback and send the host)."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection("127.0.0.1", parts.port or 80, timeout=10)
+    try:
+        connection.request("GET", parts.path or "/", headers={"Host": parts.netloc})
+        response = connection.getresponse()
         return response.status, response.read().decode()
+    finally:
+        connection.close()
 
 
 @pytest.mark.parametrize(

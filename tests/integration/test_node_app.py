@@ -1,13 +1,14 @@
 """The node as a process: work arrives on its RabbitMQ queue, reports and logs go out.
 
-``python -m shipwreck_node`` runs against an isolated vhost, with the real git daemon and
-Docker. The test speaks to it only through messages, as the orchestrator does.
+``python -m shipwreck_node`` runs against an isolated vhost, with the real git daemon,
+Docker and a Caddy it starts on ports of its own. The test speaks to it only through
+messages, as the orchestrator does, and to the app only through Caddy, as users do.
 """
 
 from __future__ import annotations
 
 import os
-import urllib.request
+import socket
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -37,10 +38,10 @@ from shipwreck_messaging import (
     node_work_routing_key,
     publish,
 )
-from shipwreck_node.ports import LABEL_DEPLOYMENT
 from shipwreck_node.settings import NodeSettings
 from tests.support.fakes_node import Outbox
-from tests.support.gitdaemon import GitServer, git_server
+from tests.support.gitdaemon import GitServer, free_port, git_server
+from tests.support.node_infra import get, remove_node_leftovers
 from tests.support.platform import Platform, platform, service_env
 
 pytestmark = [pytest.mark.anyio, pytest.mark.infra, pytest.mark.docker, pytest.mark.slow]
@@ -57,6 +58,7 @@ async def test_the_node_process_deploys_reports_and_stops_an_app(
 ) -> None:
     name = f"process-node-{uuid.uuid4().hex[:8]}"
     node_id = NodeSettings(node_name=name).node_id
+    http_port, admin_port = free_port(), free_port()
     env = service_env(
         {
             "node_name": name,
@@ -65,6 +67,9 @@ async def test_the_node_process_deploys_reports_and_stops_an_app(
             "git_allow_private": "true",
             "work_dir": str(tmp_path / "node-work"),
             "heartbeat_seconds": "0.5",
+            "proxy_http_port": str(http_port),
+            "proxy_admin": f"127.0.0.1:{admin_port}",
+            "drain_seconds": "0.2",
         }
     )
     await anyio.to_thread.run_sync(
@@ -114,7 +119,9 @@ async def test_the_node_process_deploys_reports_and_stops_an_app(
                 "BUILDING",
                 "STARTING",
             ]
-            assert await _get(outcome.url) == "hello from shipwreck: 1,234,567 users\n"
+            assert outcome.url == f"http://proc-app.localhost:{http_port}/"
+            answer = await anyio.to_thread.run_sync(lambda: get(http_port, outcome.url))
+            assert answer == (200, "hello from shipwreck: 1,234,567 users\n")
 
             def beat_lists_it(running: bool) -> Callable[[], bool]:
                 def check() -> bool:
@@ -146,26 +153,18 @@ async def test_the_node_process_deploys_reports_and_stops_an_app(
             with anyio.fail_after(30):
                 await outbox.wait_until(stopped)
                 await outbox.wait_until(beat_lists_it(False))
-            label = f"{LABEL_DEPLOYMENT}={work.deployment_id}"
+            label = f"org.shipwreck.deployment={work.deployment_id}"
             assert engine.containers.list(all=True, filters={"label": label}) == []
+            # The app stopped: its route went with it.
+            answer = await anyio.to_thread.run_sync(lambda: get(http_port, outcome.url))
+            assert answer[0] == 404
             lines = [m for m in outbox.of(LogLine) if m.deployment_id == work.deployment_id]
             assert [m.sequence for m in lines] == list(range(1, len(lines) + 1))
             assert {m.attempt for m in lines} == {2}
     finally:
         platform.stop("node")
-        label = f"{LABEL_DEPLOYMENT}={work.deployment_id}"
-        for container in engine.containers.list(all=True, filters={"label": label}):
-            container.remove(force=True)
-        for image in engine.images.list(filters={"label": label}):
-            for tag in image.tags:
-                engine.images.remove(tag, force=True)
+        remove_node_leftovers(engine, str(node_id))
         engine.close()
-
-
-async def _get(url: str) -> str:
-    def get() -> str:
-        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - http://127.0.0.1
-            body: bytes = response.read()
-            return body.decode()
-
-    return await anyio.to_thread.run_sync(get)
+    # The node stopped the Caddy it had started.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", admin_port), timeout=5).close()

@@ -1,7 +1,8 @@
 """Deployments on a real node: git daemon on 127.0.0.1, Docker Engine, real PyPI and npm.
 
-Each deployment goes through the node's work runner with the real adapters, exactly as
-the node process runs it, minus the broker (tests/integration/test_node_app.py covers that).
+Each deployment goes through the node's work runner with the real adapters (and a Caddy of
+the module's own), exactly as the node process runs it, minus the broker
+(tests/integration/test_node_app.py covers that).
 The base images are the local ones built by `just images`; dependency installs go through
 the host's CA bundle (registries sit behind a TLS-intercepting proxy here).
 
@@ -14,11 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 import anyio.to_thread
@@ -40,13 +40,17 @@ from shipwreck_contracts import (
 )
 from shipwreck_node.dockerruntime import DockerRuntime
 from shipwreck_node.gitcli import GitCli
-from shipwreck_node.pipeline import Pipeline, image_tag
+from shipwreck_node.images import image_tag
+from shipwreck_node.pipeline import Pipeline
 from shipwreck_node.ports import LABEL_DEPLOYMENT, LABEL_NODE
 from shipwreck_node.probe import NetworkProbe
+from shipwreck_node.proxy import CaddyProxy, CaddyRouter
+from shipwreck_node.routing import Routes
 from shipwreck_node.settings import NodeSettings
 from shipwreck_node.work import WorkRunner
 from tests.support.fakes_node import Outbox, deploy_work
 from tests.support.gitdaemon import GitServer, Symlink, app_files, free_port, serve_git
+from tests.support.node_infra import get, remove_node_leftovers, run_caddy
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.anyio]
 
@@ -70,6 +74,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitServer]:
 
 
 @pytest.fixture(scope="module")
+def caddy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CaddyProxy]:
+    with run_caddy(tmp_path_factory.mktemp("caddy")) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
 def engine() -> Iterator[docker.DockerClient]:
     client = docker.from_env()
     yield client
@@ -78,9 +88,12 @@ def engine() -> Iterator[docker.DockerClient]:
 
 @pytest.fixture(scope="module")
 def settings(
-    tmp_path_factory: pytest.TempPathFactory, engine: docker.DockerClient
+    tmp_path_factory: pytest.TempPathFactory, engine: docker.DockerClient, caddy: CaddyProxy
 ) -> Iterator[NodeSettings]:
     node = NodeSettings(
+        proxy_http_port=caddy.http_port,
+        proxy_admin=caddy.admin,
+        drain_seconds=0.2,
         node_name=f"test-node-{uuid.uuid4().hex[:8]}",
         base_image_python=BASE_PYTHON,
         base_image_node=BASE_NODE,
@@ -95,12 +108,7 @@ def settings(
     )
     yield node
     # Whatever a failed assertion left behind goes, by the node's label.
-    label = f"{LABEL_NODE}={node.node_id}"
-    for container in engine.containers.list(all=True, filters={"label": label}):
-        container.remove(force=True)
-    for image in engine.images.list(filters={"label": label}):
-        for tag in image.tags:
-            engine.images.remove(tag, force=True)
+    remove_node_leftovers(engine, str(node.node_id))
 
 
 class Node:
@@ -110,14 +118,29 @@ class Node:
         self.settings = msgspec.structs.replace(settings, **changes)
         self.outbox = Outbox()
         self.runtime = runtime
+        router = CaddyRouter(
+            CaddyProxy(
+                admin=self.settings.proxy_admin,
+                http_port=self.settings.proxy_http_port,
+                state_dir=Path(self.settings.work_dir) / "caddy",
+            )
+        )
+        probe = NetworkProbe()
+        routes = Routes(self.settings, runtime, router, probe)
         pipeline = Pipeline(
             self.settings,
             git=GitCli(timeout=self.settings.clone_timeout_seconds),
             runtime=runtime,
-            probe=NetworkProbe(),
+            probe=probe,
+            routes=routes,
             send=self.outbox.send,
         )
-        self.runner = WorkRunner(self.settings, pipeline, runtime, self.outbox.send)
+        self.runner = WorkRunner(self.settings, pipeline, runtime, self.outbox.send, routes=routes)
+
+    async def get(self, url: str) -> tuple[int, str]:
+        """GET ``url`` through the node's Caddy."""
+        port = self.settings.proxy_http_port
+        return await anyio.to_thread.run_sync(lambda: get(port, url))
 
     def work(self, url: str, **changes: object) -> DeployWork:
         return deploy_work(url, node_id=self.settings.node_id, **changes)  # type: ignore[arg-type]
@@ -149,17 +172,6 @@ def containers_of(engine: docker.DockerClient, deployment_id: uuid.UUID) -> list
     """Names of every container (running or not) labelled with the deployment."""
     label = f"{LABEL_DEPLOYMENT}={deployment_id}"
     return [c.name or "" for c in engine.containers.list(all=True, filters={"label": label})]
-
-
-async def http_get(url: str) -> tuple[int, str]:
-    def get() -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - http://127.0.0.1
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, ""
-
-    return await anyio.to_thread.run_sync(get)
 
 
 @pytest.fixture(scope="module")
@@ -206,8 +218,9 @@ async def test_a_python_app_with_a_pypi_dependency_answers_at_its_url(
     python_app: Deployed, node: Node
 ) -> None:
     assert python_app.outcome.commit == python_app.commit
-    assert python_app.outcome.url.startswith("http://127.0.0.1:")
-    assert await http_get(python_app.outcome.url) == (200, PYTHON_BODY)
+    port = node.settings.proxy_http_port
+    assert python_app.outcome.url == f"http://python-hello.localhost:{port}/"
+    assert await node.get(python_app.outcome.url) == (200, PYTHON_BODY)
     assert node.stages(python_app.work) == [Stage.CLONING, Stage.BUILDING, Stage.STARTING]
     # The body proves humanize is installed; the step shows up whether or not it was cached.
     build = node.lines(python_app.work, LogStream.BUILD)
@@ -217,14 +230,14 @@ async def test_a_python_app_with_a_pypi_dependency_answers_at_its_url(
 async def test_a_node_app_with_an_npm_dependency_answers_at_its_url(
     node_app: Deployed, node: Node
 ) -> None:
-    assert await http_get(node_app.outcome.url) == (200, NODE_BODY)
+    assert await node.get(node_app.outcome.url) == (200, NODE_BODY)
     assert node_app.outcome.image == image_tag(node_app.work)
     build = node.lines(node_app.work, LogStream.BUILD)
     assert any("npm install" in line and line.startswith("Step ") for line in build)
 
 
 async def test_the_app_output_flows_as_log_lines(python_app: Deployed, node: Node) -> None:
-    await http_get(python_app.outcome.url + "visits")
+    await node.get(python_app.outcome.url + "visits")
     with anyio.fail_after(10):
         await node.outbox.wait_until(
             lambda: any(
@@ -245,7 +258,7 @@ async def test_the_container_is_labelled_limited_and_on_loopback_only(
     assert labels["org.shipwreck.deployment"] == str(python_app.work.deployment_id)
     assert labels["org.shipwreck.attempt"] == "1"
     assert labels["org.shipwreck.node"] == str(settings.node_id)
-    assert container.name == f"shipwreck-python-hello-{python_app.work.deployment_id.hex[:12]}"
+    assert container.name == f"shipwreck-python-hello-{python_app.work.deployment_id.hex}"
     host = container.attrs["HostConfig"]
     assert host["Init"] is True
     assert host["Memory"] == 256 * 1024 * 1024  # the deployment's requirement, under the cap
@@ -278,7 +291,7 @@ async def test_redelivered_work_for_a_healthy_deployment_is_not_rebuilt(
     assert node.stages(python_app.work) == [Stage.CLONING, Stage.BUILDING, Stage.STARTING]
 
 
-async def test_stop_removes_the_app_and_its_url_stops_answering(
+async def test_stop_removes_the_app_and_its_route(
     node: Node, server: GitServer, engine: docker.DockerClient
 ) -> None:
     server.publish_app("python-stop", "python-hello")
@@ -298,8 +311,9 @@ async def test_stop_removes_the_app_and_its_url_stops_answering(
     await node.runner.wait_idle()
     assert containers_of(engine, work.deployment_id) == []
     assert work.deployment_id not in await node.runner.running()
-    with pytest.raises(urllib.error.URLError, match="Connection refused"):
-        await http_get(outcome.url)
+    status, body = await node.get(outcome.url)
+    assert status == 404
+    assert "No Shipwreck app is deployed at python-stop.localhost" in body
 
 
 # --- apps that fail: a reason someone can act on, and nothing left running ------------------

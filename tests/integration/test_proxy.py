@@ -127,3 +127,24 @@ def test_a_second_proxy_object_joins_the_running_caddy(proxy: CaddyProxy) -> Non
     again = CaddyProxy(admin=proxy.admin, http_port=proxy.http_port, state_dir=proxy.state_dir)
     again.ensure_running()
     assert again.process is None  # it did not start another Caddy
+    again.stop()
+    assert proxy.upstream("anything") is None  # the Caddy it joined still answers
+
+
+def test_a_route_switches_only_while_it_points_where_expected(proxy: CaddyProxy) -> None:
+    hosts = app_hosts("guarded", "localhost")
+    proxy.route("guarded", hosts, "127.0.0.1:1111")
+    assert (
+        proxy.route("guarded", hosts, "127.0.0.1:3333", only_if_upstream="127.0.0.1:2222") is False
+    )
+    assert proxy.upstream("guarded") == "127.0.0.1:1111"
+    assert (
+        proxy.route("guarded", hosts, "127.0.0.1:3333", only_if_upstream="127.0.0.1:1111") is True
+    )
+    assert proxy.upstream("guarded") == "127.0.0.1:3333"
+
+
+def test_routes_lists_every_app_route(proxy: CaddyProxy) -> None:
+    proxy.route("one", app_hosts("one", "localhost"), "127.0.0.1:1111")
+    proxy.route("two", app_hosts("two", "localhost", "two.example.org"), "127.0.0.1:2222")
+    assert proxy.routes() == {"one": "127.0.0.1:1111", "two": "127.0.0.1:2222"}

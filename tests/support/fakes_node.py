@@ -4,8 +4,10 @@
   directory, so the pipeline reads real files exactly as after a real clone.
 - `FakeRuntime`: images and containers as records. How an app behaves once started is
   chosen per image by the test (serve, crash, never listen). Builds read the real build
-  context tar, so tests can look at the rendered Dockerfile.
+  context tar, so tests can look at the rendered Dockerfile. Time is a counter, so "newer"
+  is simply "made later".
 - `FakeProbe`: answers from the fake containers' behaviour.
+- `FakeRouter`: the reverse proxy's routes as a dict, with every change recorded.
 - `Outbox`: what the node sent, with helpers to pick reports and log lines.
 
 Any of them can be made to block in a call until cancelled (``block``), to test that a
@@ -18,9 +20,9 @@ import hashlib
 import itertools
 import tarfile
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -46,9 +48,11 @@ from shipwreck_node.ports import (
     ContainerInfo,
     ContainerQuery,
     GitError,
+    ImageInfo,
     ImageUnavailable,
     OutputCallback,
     ProbeResult,
+    ProxyError,
     RunSpec,
 )
 
@@ -75,8 +79,9 @@ def deploy_work(
     node_id: uuid.UUID | None = None,
     commit: str | None = None,
     deployment_id: uuid.UUID | None = None,
+    image: str | None = None,
 ) -> DeployWork:
-    """A `DeployWork` with sensible defaults."""
+    """A `DeployWork` with sensible defaults (``image``: a rollback to that image)."""
     return DeployWork(
         deployment_id=deployment_id or uuid.uuid4(),
         app=app,
@@ -86,6 +91,7 @@ def deploy_work(
         node_id=node_id or uuid.uuid4(),
         attempt=attempt,
         requirements=Requirements(),
+        image=image,
         requested_at=datetime.now(UTC),
     )
 
@@ -184,13 +190,34 @@ class BuildRecord:
     dockerfile: str
     files: list[str]
     labels: Mapping[str, str]
+    stage_tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class FakeImage:
+    """An image record; several tags may name the same one."""
+
+    id: str
+    labels: Mapping[str, str]
+    created: datetime
+    tagged: datetime
+
+
+_EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
 
 
 class FakeRuntime:
-    """`ContainerRuntime` in memory."""
+    """`ContainerRuntime` in memory.
+
+    ``images`` maps tags to image records. As with Docker, removing a tag removes the
+    image only with its last tag, and not while a container uses it.
+    """
 
     def __init__(self, images: Iterable[str] = ()) -> None:
-        self.images: set[str] = set(images)
+        self._ticks = itertools.count(1)
+        self.images: dict[str, FakeImage] = {}
+        for ref in images:
+            self.add_image(ref)
         self.pullable: set[str] = set()
         self.containers: dict[str, FakeContainer] = {}
         self.builds: list[BuildRecord] = []
@@ -211,34 +238,100 @@ class FakeRuntime:
 
     # images
 
+    def now(self) -> datetime:
+        """The fake clock: every call is one second later."""
+        return _EPOCH + timedelta(seconds=next(self._ticks))
+
+    def add_image(
+        self, ref: str, labels: Mapping[str, str] | None = None, *, image_id: str | None = None
+    ) -> FakeImage:
+        """Make ``ref`` name an image (a new one, or ``image_id`` if it exists)."""
+        now = self.now()
+        existing = next((i for i in self.images.values() if i.id == image_id), None)
+        if existing is not None:
+            existing.tagged = now
+            self.images[ref] = existing
+            return existing
+        image = FakeImage(
+            image_id or f"sha256:{next(self._ticks):064x}", dict(labels or {}), now, now
+        )
+        self.images[ref] = image
+        return image
+
     async def image_present(self, ref: str) -> bool:
         return ref in self.images
+
+    async def image(self, ref: str) -> ImageInfo | None:
+        image = self.images.get(ref)
+        return self._info(image) if image is not None else None
+
+    async def find_images(self, labels: Mapping[str, str]) -> list[ImageInfo]:
+        found = {i.id: i for i in self.images.values()}
+        return [
+            self._info(i)
+            for i in found.values()
+            if all(i.labels.get(k) == v for k, v in labels.items())
+        ]
+
+    async def tag(self, ref: str, new: str) -> None:
+        image = self.images.get(ref)
+        if image is None:
+            raise ImageUnavailable(f"no such image: {ref}")
+        self.add_image(new, image_id=image.id)
 
     async def pull(self, ref: str) -> None:
         if ref not in self.pullable:
             raise ImageUnavailable(f"pull access denied for {ref}")
-        self.images.add(ref)
+        self.add_image(ref)
 
     async def build(
-        self, context: Path, *, tag: str, labels: Mapping[str, str], on_output: OutputCallback
+        self,
+        context: Path,
+        *,
+        tag: str,
+        labels: Mapping[str, str],
+        on_output: OutputCallback,
+        stage_tags: Mapping[str, str] | None = None,
     ) -> None:
         with tarfile.open(context) as tar:
             names = tar.getnames()
             member = tar.extractfile("Dockerfile")
             dockerfile = member.read().decode() if member is not None else ""
-        self.builds.append(BuildRecord(tag, dockerfile, names, dict(labels)))
+        self.builds.append(
+            BuildRecord(tag, dockerfile, names, dict(labels), dict(stage_tags or {}))
+        )
         if self.block_build is not None:
             await self.block_build.wait()
         for chunk in self.build_output:
             await on_output(LogStream.BUILD, chunk)
         if self.build_error is not None:
             raise BuildFailed(self.build_error)
-        self.images.add(tag)
+        for stage, stage_tag in (stage_tags or {}).items():
+            # Like the build cache: the same stage text makes the same image.
+            text = _stage_text(dockerfile, stage)
+            if text is not None:
+                digest = hashlib.sha256(text.encode()).hexdigest()
+                self.add_image(stage_tag, image_id=f"sha256:{digest}")
+        self.add_image(tag, labels)
 
     async def remove_image(self, ref: str) -> None:
-        if ref in self.images:
-            self.images.discard(ref)
-            self.removed_images.append(ref)
+        image = self.images.get(ref)
+        if image is None:
+            return
+        others = [t for t, i in self.images.items() if i.id == image.id and t != ref]
+        in_use = any(c.info.image_id == image.id for c in self.containers.values())
+        if not others and in_use:
+            return  # Docker refuses: a container uses it
+        del self.images[ref]
+        self.removed_images.append(ref)
+
+    def tags_of(self, repository: str) -> set[str]:
+        """The tags in ``repository`` (``shipwreck/app-hello``), without the repository."""
+        return {t.rpartition(":")[2] for t in self.images if t.rpartition(":")[0] == repository}
+
+    def _info(self, image: FakeImage) -> ImageInfo:
+        tags = tuple(t for t, i in self.images.items() if i.id == image.id)
+        return ImageInfo(image.id, tags, dict(image.labels), image.created, image.tagged)
 
     # containers
 
@@ -266,7 +359,9 @@ class FakeRuntime:
         return container.info
 
     async def keep_running(self, container_id: str) -> None:
-        pass
+        container = self.containers.get(container_id)
+        if container is not None:
+            container.info = replace(container.info, kept_running=True)
 
     async def inspect(self, container_id: str) -> ContainerInfo | None:
         container = self.containers.get(container_id)
@@ -314,6 +409,7 @@ class FakeRuntime:
 
     def _create(self, spec: RunSpec, behaviour: Behaviour) -> FakeContainer:
         number = next(self._ids)
+        image = self.images.get(spec.image)
         info = ContainerInfo(
             id=f"c{number:063d}",
             name=spec.name,
@@ -322,10 +418,26 @@ class FakeRuntime:
             host_port=next(self._ports) if spec.port is not None else None,
             address=f"172.17.0.{number % 250 + 2}",
             image=spec.image,
+            image_id=image.id if image is not None else "",
+            created=self.now(),
         )
         container = FakeContainer(info=info, spec=spec, behaviour=behaviour)
         self.containers[info.id] = container
         return container
+
+
+def _stage_text(dockerfile: str, stage: str) -> str | None:
+    """The lines of the build stage ``stage`` (``FROM ... AS <stage>``) of a Dockerfile."""
+    lines: list[str] | None = None
+    for line in dockerfile.splitlines():
+        if line.upper().startswith("FROM "):
+            if lines is not None:
+                break
+            if line.split()[-1] == stage and " AS " in line.upper():
+                lines = []
+        if lines is not None:
+            lines.append(line)
+    return "\n".join(lines) if lines is not None else None
 
 
 class FakeProbe:
@@ -334,15 +446,20 @@ class FakeProbe:
     def __init__(self, runtime: FakeRuntime) -> None:
         self.runtime = runtime
         self.probes: list[str] = []
+        self.block: Block | None = None
 
     async def http(self, url: str, within: float) -> ProbeResult:
         self.probes.append(url)
+        if self.block is not None:
+            await self.block.wait()
         port = int(url.split(":")[2].split("/")[0])
         container = self._find(lambda c: c.info.host_port == port)
         return self._answer(container)
 
     async def tcp(self, host: str, port: int, within: float) -> ProbeResult:
         self.probes.append(f"tcp://{host}:{port}")
+        if self.block is not None:
+            await self.block.wait()
         container = self._find(lambda c: c.info.address == host or c.info.host_port == port)
         return self._answer(container)
 
@@ -355,6 +472,97 @@ class FakeProbe:
         if container.behaviour == "http-error":
             return ProbeResult(ok=False, detail="HTTP 500 Internal Server Error", answered=True)
         return ProbeResult(ok=True, detail="HTTP 200 OK", answered=True)
+
+
+# --- the reverse proxy -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change the node made to its proxy."""
+
+    action: Literal["route", "remove"]
+    app: str
+    upstream: str
+
+
+class FakeRouter:
+    """`Router` in memory: app -> (hosts, upstream), and the list of changes made."""
+
+    def __init__(self) -> None:
+        self.table: dict[str, tuple[list[str], str]] = {}
+        self.changes: list[Change] = []
+        self.started = False
+        self.closed = False
+        self.failure: str | None = None
+        """Set it to make every call fail with this message (Caddy down)."""
+        self.block_route: Block | None = None
+        """Blocks `route` after the change is made: a switch interrupted before it returned."""
+        self.changed = anyio.Event()
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def close(self) -> None:
+        self.closed = True
+
+    async def route(
+        self,
+        app: str,
+        hosts: Sequence[str],
+        upstream: str,
+        *,
+        only_if_upstream: str | None = None,
+    ) -> bool:
+        self._check()
+        if only_if_upstream is not None and self.current(app) != only_if_upstream:
+            return False
+        self.table[app] = (list(hosts), upstream)
+        self._record(Change("route", app, upstream))
+        if self.block_route is not None:
+            await self.block_route.wait()
+        return True
+
+    async def upstream(self, app: str) -> str | None:
+        self._check()
+        return self.current(app)
+
+    async def routes(self) -> dict[str, str]:
+        self._check()
+        return {app: upstream for app, (_, upstream) in self.table.items()}
+
+    async def remove(self, app: str, *, only_if_upstream: str | None = None) -> bool:
+        self._check()
+        current = self.current(app)
+        if current is None or (only_if_upstream is not None and current != only_if_upstream):
+            return False
+        del self.table[app]
+        self._record(Change("remove", app, current))
+        return True
+
+    async def wait_until(self, condition: Callable[[], bool]) -> None:
+        """Wait until ``condition`` holds; it is checked after every change."""
+        while not condition():
+            await self.changed.wait()
+
+    def current(self, app: str) -> str | None:
+        """Where the app's route points, or None."""
+        entry = self.table.get(app)
+        return entry[1] if entry is not None else None
+
+    def hosts(self, app: str) -> list[str]:
+        """The host names of the app's route (none without a route)."""
+        entry = self.table.get(app)
+        return entry[0] if entry is not None else []
+
+    def _check(self) -> None:
+        if self.failure is not None:
+            raise ProxyError(self.failure)
+
+    def _record(self, change: Change) -> None:
+        self.changes.append(change)
+        self.changed.set()
+        self.changed = anyio.Event()
 
 
 # --- what the node sends ---------------------------------------------------------------------

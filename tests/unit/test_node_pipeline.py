@@ -19,13 +19,16 @@ from shipwreck_contracts import (
     WorkFailed,
     WorkSucceeded,
 )
+from shipwreck_node.images import image_tag
 from shipwreck_node.logsink import DeploymentLog
-from shipwreck_node.pipeline import Pipeline, image_tag
+from shipwreck_node.pipeline import Pipeline
+from shipwreck_node.routing import Routes
 from shipwreck_node.settings import NodeSettings
 from tests.support.fakes_node import (
     SHIPWRECK_TOML,
     FakeGit,
     FakeProbe,
+    FakeRouter,
     FakeRuntime,
     Outbox,
     deploy_work,
@@ -53,12 +56,15 @@ class Node:
         self.settings = NodeSettings(**{**defaults, **settings})  # type: ignore[arg-type]
         self.git = FakeGit()
         self.runtime = FakeRuntime(images={"base/python", "base/node"})
+        self.router = FakeRouter()
         self.outbox = Outbox()
+        probe = FakeProbe(self.runtime)
         self.pipeline = Pipeline(
             self.settings,
             git=self.git,
             runtime=self.runtime,
-            probe=FakeProbe(self.runtime),
+            probe=probe,
+            routes=Routes(self.settings, self.runtime, self.router, probe),
             send=self.outbox.send,
             resolve=public_resolver,
         )
@@ -86,7 +92,7 @@ async def test_a_deployment_reports_each_stage_then_success(node: Node) -> None:
     assert node.outbox.stages == ["CLONING", "BUILDING", "STARTING"]
     assert node.outbox.outcomes == [outcome]
     assert outcome.commit == commit
-    assert outcome.url == "http://127.0.0.1:32768/"
+    assert outcome.url == "http://hello.localhost/"
     assert outcome.image == image_tag(deploy_work(app="hello", deployment_id=outcome.deployment_id))
     # Every report and line echoes the attempt of the work.
     assert {m.attempt for m in node.outbox.messages if hasattr(m, "attempt")} == {3}
@@ -222,7 +228,7 @@ async def test_a_build_failure_reports_the_error_and_the_last_lines(node: Node) 
 
 
 async def test_a_missing_base_image_names_the_setting_and_just_images(node: Node) -> None:
-    node.runtime.images.discard("base/python")
+    del node.runtime.images["base/python"]
     node.git.push(URL, APP)
     outcome = failed(await node.deploy())
     assert outcome.stage is Stage.BUILDING
@@ -232,7 +238,7 @@ async def test_a_missing_base_image_names_the_setting_and_just_images(node: Node
 
 
 async def test_a_missing_base_image_that_can_be_pulled_is_pulled(node: Node) -> None:
-    node.runtime.images.discard("base/python")
+    del node.runtime.images["base/python"]
     node.runtime.pullable.add("base/python")
     node.git.push(URL, APP)
     assert isinstance(await node.deploy(), WorkSucceeded)
@@ -325,7 +331,7 @@ async def test_containers_carry_the_labels_that_find_them_again(node: Node) -> N
     assert labels["org.shipwreck.attempt"] == "2"
     assert labels["org.shipwreck.node"] == str(node.settings.node_id)
     name = node.runtime.containers[outcome.container_id].spec.name
-    assert name == f"shipwreck-hello-{outcome.deployment_id.hex[:12]}"
+    assert name == f"shipwreck-hello-{outcome.deployment_id.hex}"
 
 
 async def test_limits_are_the_requirements_capped_by_the_node(tmp_path: Path) -> None:

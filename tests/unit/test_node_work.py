@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from faststream import TestApp
 from faststream.rabbit import RabbitBroker, RabbitQueue
 
 from shipwreck_contracts import (
@@ -30,9 +31,20 @@ from shipwreck_contracts import (
 from shipwreck_messaging import create_broker, events_exchange, node_work_routing_key, publish
 from shipwreck_messaging.testing import in_memory
 from shipwreck_node.app import Heartbeat, create_app
+from shipwreck_node.images import image_tag
 from shipwreck_node.metrics import Capacity
-from shipwreck_node.pipeline import Pipeline, image_tag
-from shipwreck_node.ports import LABEL_NODE, LABEL_ROLE, ContainerInfo, Limits, RunSpec
+from shipwreck_node.pipeline import Pipeline
+from shipwreck_node.ports import (
+    LABEL_APP,
+    LABEL_DOMAIN,
+    LABEL_NODE,
+    LABEL_PORT,
+    LABEL_ROLE,
+    ContainerInfo,
+    Limits,
+    RunSpec,
+)
+from shipwreck_node.routing import Routes
 from shipwreck_node.settings import NodeSettings
 from shipwreck_node.work import WorkRunner
 from tests.support.fakes_node import (
@@ -40,6 +52,7 @@ from tests.support.fakes_node import (
     Block,
     FakeGit,
     FakeProbe,
+    FakeRouter,
     FakeRuntime,
     Outbox,
     deploy_work,
@@ -57,6 +70,7 @@ class Harness:
     settings: NodeSettings
     git: FakeGit
     runtime: FakeRuntime
+    router: FakeRouter
     outbox: Outbox
     runner: WorkRunner
 
@@ -96,21 +110,26 @@ def harness(tmp_path: Path) -> Harness:
         base_image_python="base/python",
         work_dir=str(tmp_path / "work"),
         health_timeout_seconds=0.3,
+        drain_seconds=0,
     )
     git = FakeGit()
     git.push(URL, APP)
     runtime = FakeRuntime(images={"base/python"})
+    router = FakeRouter()
     outbox = Outbox()
+    probe = FakeProbe(runtime)
+    routes = Routes(settings, runtime, router, probe)
     pipeline = Pipeline(
         settings,
         git=git,
         runtime=runtime,
-        probe=FakeProbe(runtime),
+        probe=probe,
+        routes=routes,
         send=outbox.send,
         resolve=public_resolver,
     )
-    runner = WorkRunner(settings, pipeline, runtime, outbox.send)
-    return Harness(settings, git, runtime, outbox, runner)
+    runner = WorkRunner(settings, pipeline, runtime, outbox.send, routes=routes)
+    return Harness(settings, git, runtime, router, outbox, runner)
 
 
 async def test_cancel_during_the_clone_kills_it_and_reports_nothing(harness: Harness) -> None:
@@ -202,29 +221,48 @@ async def test_the_running_app_output_is_followed_after_the_build(harness: Harne
     assert harness.outbox.lines(LogStream.STDOUT) == ["ready"]
 
 
-async def test_recovery_removes_leftovers_and_keeps_running_apps(harness: Harness) -> None:
+async def test_recovery_removes_leftovers_and_routes_the_healthy_apps_again(
+    harness: Harness,
+) -> None:
     node = str(harness.settings.node_id)
 
-    async def start(role: str, running: bool) -> ContainerInfo:
+    async def start(role: str, *, running: bool = True, healthy: bool = True) -> ContainerInfo:
         spec = RunSpec(
             image="img",
-            name=f"c-{role}-{running}",
+            name=f"c-{uuid.uuid4().hex}",
             command=None,
             env={},
-            labels={LABEL_NODE: node, LABEL_ROLE: role},
+            labels={
+                LABEL_NODE: node,
+                LABEL_ROLE: role,
+                LABEL_APP: "shop",
+                LABEL_PORT: "8000",
+                LABEL_DOMAIN: "shop.example.org",
+            },
             limits=Limits(64, 0.5, 32),
+            port=8000,
         )
         info = await harness.runtime.start(spec)
+        if healthy:
+            await harness.runtime.keep_running(info.id)
         record = harness.runtime.containers[info.id]
-        record.info = ContainerInfo(**{**record.info.__dict__, "running": running})
+        record.info = replace(record.info, running=running)
         return record.info
 
-    harness.runtime.images.add("img")
-    kept = await start("app", running=True)
+    harness.runtime.add_image("img")
+    older = await start("app")
+    kept = await start("app")
     await start("app", running=False)
-    await start("test", running=True)
+    await start("app", healthy=False)  # its deployment died before the health check passed
+    await start("test")
+    # Caddy kept a route to a container that is gone.
+    await harness.router.route("gone", ["gone.localhost"], "127.0.0.1:1")
+
     await harness.runner.recover()
-    assert list(harness.runtime.containers) == [kept.id]
+    assert list(harness.runtime.containers) == [older.id, kept.id]
+    assert harness.router.current("shop") == f"127.0.0.1:{kept.host_port}"
+    assert harness.router.hosts("shop") == ["shop.localhost", "shop.example.org"]
+    assert harness.router.current("gone") is None
 
 
 def test_heartbeats_list_the_running_deployments() -> None:
@@ -261,6 +299,7 @@ async def wired(tmp_path: Path) -> AsyncIterator[tuple[NodeSettings, Outbox, Rab
         git=git,
         runtime=runtime,
         probe=FakeProbe(runtime),
+        router=FakeRouter(),
         resolve=public_resolver,
     )
     outbox = Outbox()
@@ -295,4 +334,41 @@ async def test_the_log_says_what_the_node_does(
     await outbox.wait_for(WorkSucceeded)
     system = [m.text for m in outbox.of(LogLine) if m.stream is LogStream.SYSTEM]
     assert system[0] == f"resolving main of {URL}"
-    assert system[-1] == "running at http://127.0.0.1:32768/"
+    assert system[-1] == "running at http://hello.localhost/"
+
+
+async def test_the_node_starts_its_proxy_routes_its_apps_again_and_stops_the_proxy(
+    tmp_path: Path,
+) -> None:
+    settings = NodeSettings(
+        node_name="unit-life", work_dir=str(tmp_path / "work"), heartbeat_seconds=3600
+    )
+    runtime = FakeRuntime(images={"img"})
+    # An app that kept running while the node was away.
+    spec = RunSpec(
+        image="img",
+        name="shipwreck-shop-1",
+        command=None,
+        env={},
+        labels={LABEL_NODE: str(settings.node_id), LABEL_ROLE: "app", LABEL_APP: "shop"},
+        limits=Limits(64, 0.5, 32),
+        port=8000,
+    )
+    shop = await runtime.start(spec)
+    await runtime.keep_running(shop.id)
+    router = FakeRouter()
+    broker = create_broker("amqp://unused/", app_id="test")
+    app = create_app(
+        settings,
+        broker=broker,
+        git=FakeGit(),
+        runtime=runtime,
+        probe=FakeProbe(runtime),
+        router=router,
+        resolve=public_resolver,
+    )
+    async with in_memory(broker), TestApp(app):
+        assert router.started
+        assert router.current("shop") == f"127.0.0.1:{shop.host_port}"
+        assert not router.closed
+    assert router.closed

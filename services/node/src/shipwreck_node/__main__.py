@@ -6,7 +6,7 @@ import sys
 
 from shipwreck_messaging.service import run_service
 from shipwreck_node.app import create_app
-from shipwreck_node.ports import RuntimeFailure
+from shipwreck_node.ports import ProxyError, RuntimeFailure
 from shipwreck_node.settings import NodeSettings
 from shipwreck_runtime import configure_logging, load_settings
 
@@ -21,7 +21,17 @@ def main() -> int:
         # A node without Docker can do nothing: say so instead of showing a traceback.
         log.error("%s. Start dockerd, or point DOCKER_HOST at a running engine.", e)
         return 2
-    return run_service(app, "node", settings.amqp_url, log)
+    try:
+        return run_service(app, "node", settings.amqp_url, log)
+    except ProxyError as e:
+        # Apps are reached only through the proxy: a node without one must not take work.
+        log.error(
+            "%s. SHIPWRECK_CADDY_BINARY names the caddy executable, SHIPWRECK_PROXY_ADMIN a "
+            "running Caddy's admin address; each node on a machine needs its own "
+            "SHIPWRECK_PROXY_ADMIN and SHIPWRECK_PROXY_HTTP_PORT.",
+            e,
+        )
+        return 2
 
 
 if __name__ == "__main__":

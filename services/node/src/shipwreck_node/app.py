@@ -22,8 +22,10 @@ from shipwreck_node.dockerruntime import DockerRuntime
 from shipwreck_node.gitcli import GitCli
 from shipwreck_node.metrics import Capacity, read_capacity
 from shipwreck_node.pipeline import Pipeline
-from shipwreck_node.ports import ContainerRuntime, GitRemote, HealthProbe
+from shipwreck_node.ports import ContainerRuntime, GitRemote, HealthProbe, Router
 from shipwreck_node.probe import NetworkProbe
+from shipwreck_node.proxy import CaddyProxy, CaddyRouter
+from shipwreck_node.routing import Routes
 from shipwreck_node.settings import NodeSettings
 from shipwreck_node.work import WorkRunner
 from shipwreck_runtime import BackgroundTasks
@@ -92,16 +94,28 @@ def create_app(
     git: GitRemote | None = None,
     runtime: ContainerRuntime | None = None,
     probe: HealthProbe | None = None,
+    router: Router | None = None,
     resolve: Resolver = resolve_host,
 ) -> FastStream:
-    """Wire the node: its work queue, the deployment pipeline, its heartbeat.
+    """Wire the node: its work queue, the deployment pipeline, its proxy, its heartbeat.
 
-    ``git``, ``runtime`` and ``probe`` default to the real git CLI, Docker Engine and
-    network; ``resolve`` is the DNS look-up the Git URL policy uses.
+    ``git``, ``runtime``, ``probe`` and ``router`` default to the real git CLI, Docker
+    Engine, network and Caddy; ``resolve`` is the DNS look-up the Git URL policy uses.
     """
     log = logger or logging.getLogger("shipwreck.node")
     broker = broker or create_broker(settings.amqp_url, app_id=f"node.{settings.name}")
     runtime = runtime or DockerRuntime.from_env()
+    probe = probe or NetworkProbe()
+    router = router or CaddyRouter(
+        CaddyProxy(
+            admin=settings.proxy_admin,
+            http_port=settings.proxy_http_port,
+            https_port=settings.proxy_https_port,
+            state_dir=settings.proxy_dir,
+            caddy_binary=settings.caddy_binary,
+        )
+    )
+    routes = Routes(settings, runtime, router, probe)
 
     async def send(message: Message) -> None:
         await publish(broker, message)
@@ -110,11 +124,12 @@ def create_app(
         settings,
         git=git or GitCli(timeout=settings.clone_timeout_seconds),
         runtime=runtime,
-        probe=probe or NetworkProbe(),
+        probe=probe,
+        routes=routes,
         send=send,
         resolve=resolve,
     )
-    runner = WorkRunner(settings, pipeline, runtime, send, logger=log)
+    runner = WorkRunner(settings, pipeline, runtime, send, routes=routes, logger=log)
 
     # The subscriber declares the node's own queue (bound to work.<node id>) at start-up,
     # so work sent while the node restarts waits for it.
@@ -126,6 +141,11 @@ def create_app(
     async def on_work(work: NodeWork) -> None:
         await runner.handle(work)
 
+    async def stop() -> None:
+        # Work in progress first: each cancelled deployment hands its route back.
+        await runner.close()
+        await router.close()
+
     tasks = BackgroundTasks()
     tasks.add("heartbeat", Heartbeat(settings, broker, running=runner.running).run)
     app = build_service(
@@ -133,14 +153,18 @@ def create_app(
         broker,
         log,
         tasks=tasks,
-        ready_detail=lambda: f"node {settings.name} ({settings.node_id})",
-        on_stop=runner.close,
+        ready_detail=lambda: (
+            f"node {settings.name} ({settings.node_id}), apps at {routes.url('<app>')}"
+        ),
+        on_stop=stop,
     )
 
     @app.on_startup
     async def _recover() -> None:
-        # Before the first work message: leftovers of a previous run go first.
+        # Before the first work message: leftovers of a previous run go first, and the
+        # apps still running here are routed again (Caddy may have restarted with us).
         await anyio.to_thread.run_sync(shutil.rmtree, settings.node_work_dir, True)
+        await router.start()
         await runner.recover()
 
     return app

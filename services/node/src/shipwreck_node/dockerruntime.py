@@ -15,8 +15,10 @@ the SDK's default 60 s read timeout would silently end the stream.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from collections.abc import Callable, Coroutine, Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
 
@@ -27,6 +29,7 @@ import docker
 import docker.errors
 import requests
 from docker.models.containers import Container
+from docker.models.images import Image
 from docker.types.daemon import CancellableStream
 from docker.utils import kwargs_from_env, parse_repository_tag
 
@@ -35,6 +38,7 @@ from shipwreck_node.ports import (
     BuildFailed,
     ContainerInfo,
     ContainerQuery,
+    ImageInfo,
     ImageUnavailable,
     OutputCallback,
     RunSpec,
@@ -47,6 +51,12 @@ T = TypeVar("T")
 REQUEST_TIMEOUT: Final = 120
 STREAM_TIMEOUT: Final = 7 * 24 * 3600
 """Read timeout of streams: effectively none; stage timeouts bound them instead."""
+
+# The classic builder's progress lines: a stage starts at its FROM step, and every step
+# ends with the id of the image it made.
+_FROM_STEP: Final = re.compile(r"^Step \d+/\d+ : FROM \S+(?:\s+AS\s+(\S+))?\s*$", re.IGNORECASE)
+_STEP_IMAGE: Final = re.compile(r"^ ---> ([0-9a-f]{12,64})\s*$")
+_NEVER: Final = "0001-01-01T00:00:00Z"  # Docker's "not set" time
 
 
 class _Closable(Protocol):
@@ -112,6 +122,38 @@ class DockerRuntime:
 
         return await self._call(get)
 
+    async def image(self, ref: str) -> ImageInfo | None:
+        """The image ``ref`` names, or None if absent."""
+
+        def get() -> ImageInfo | None:
+            try:
+                return _image_info(self._client.images.get(ref))
+            except docker.errors.ImageNotFound:
+                return None
+
+        return await self._call(get)
+
+    async def find_images(self, labels: Mapping[str, str]) -> list[ImageInfo]:
+        """The tagged images whose labels match ``labels``."""
+
+        def find() -> list[ImageInfo]:
+            filters: dict[str, Any] = {"label": [f"{k}={v}" for k, v in labels.items()]}
+            return [_image_info(image) for image in self._client.images.list(filters=filters)]
+
+        return await self._call(find)
+
+    async def tag(self, ref: str, new: str) -> None:
+        """Add the tag ``new`` to the image ``ref``."""
+        repository, tag = parse_repository_tag(new)
+
+        def add() -> None:
+            try:
+                self._client.api.tag(ref, repository, tag)
+            except docker.errors.NotFound as e:
+                raise ImageUnavailable(f"no image {ref}: {_explain(e)}") from None
+
+        await self._call(add)
+
     async def pull(self, ref: str) -> None:
         """Pull ``ref`` from its registry."""
         repository, tag = parse_repository_tag(ref)
@@ -127,9 +169,15 @@ class DockerRuntime:
         tag: str,
         labels: Mapping[str, str],
         on_output: OutputCallback,
+        stage_tags: Mapping[str, str] | None = None,
     ) -> None:
-        """Build the tar ``context`` as ``tag``, streaming its output; raises `BuildFailed`."""
+        """Build the tar ``context`` as ``tag``, streaming its output; raises `BuildFailed`.
+
+        ``stage_tags``: the image each named stage ends with gets that tag (found from the
+        classic builder's step lines; a stage not in the Dockerfile is skipped).
+        """
         errors: list[str] = []
+        stages = StageImages()
 
         def open_stream() -> CancellableStream[dict[str, Any]]:
             with context.open("rb") as f:
@@ -148,6 +196,7 @@ class DockerRuntime:
 
         async def on_item(item: dict[str, Any]) -> None:
             if "stream" in item:
+                stages.feed(str(item["stream"]))
                 await on_output(LogStream.BUILD, str(item["stream"]))
             elif "error" in item:
                 detail = item.get("errorDetail") or {}
@@ -162,6 +211,10 @@ class DockerRuntime:
         if errors:
             raise BuildFailed(errors[-1])
         await on_output(LogStream.BUILD, "\n")  # ends an unterminated last line
+        ends = stages.ends()
+        for stage, stage_tag in (stage_tags or {}).items():
+            if stage in ends:
+                await self.tag(ends[stage], stage_tag)
 
     async def remove_image(self, ref: str) -> None:
         """Remove the tag ``ref`` if present (an image in use by a container is kept)."""
@@ -398,6 +451,7 @@ def _info(container: Container) -> ContainerInfo:
         (n["IPAddress"] for n in networks if n.get("IPAddress")), None
     )
     running = bool(state.get("Running")) and not state.get("Restarting")
+    restart = ((attrs.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or ""
     return ContainerInfo(
         id=container.id or "",
         name=(container.name or "").lstrip("/"),
@@ -407,7 +461,70 @@ def _info(container: Container) -> ContainerInfo:
         host_port=host_port,
         address=address or None,
         image=str((attrs.get("Config") or {}).get("Image") or ""),
+        image_id=str(attrs.get("Image") or ""),
+        kept_running=restart in ("always", "unless-stopped"),
+        created=_time(attrs.get("Created")),
     )
+
+
+def _image_info(image: Image) -> ImageInfo:
+    attrs: dict[str, Any] = image.attrs
+    created = _time(attrs.get("Created")) or datetime.min.replace(tzinfo=UTC)
+    return ImageInfo(
+        id=image.id or "",
+        tags=tuple(image.tags),
+        labels=dict(image.labels or {}),
+        created=created,
+        tagged=_time((attrs.get("Metadata") or {}).get("LastTagTime")),
+    )
+
+
+def _time(value: object) -> datetime | None:
+    """A Docker timestamp (RFC 3339, nanoseconds), or None when unset or unreadable."""
+    if not isinstance(value, str) or not value or value.startswith(_NEVER[:4]):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+class StageImages:
+    """Follows the classic builder's output to learn the image each build stage ends with."""
+
+    def __init__(self) -> None:
+        self._partial = ""
+        self._stage: str | None = None
+        self._index = -1
+        self._last: str | None = None
+        self._ends: dict[str, str] = {}
+
+    def feed(self, chunk: str) -> None:
+        """Read one chunk of output (lines may be split across chunks)."""
+        *lines, self._partial = (self._partial + chunk).split("\n")
+        for line in lines:
+            self._line(line.rstrip("\r"))
+
+    def ends(self) -> dict[str, str]:
+        """Stage name (or index, for unnamed stages) -> id of the image it ended with."""
+        if self._partial:
+            self._line(self._partial)
+            self._partial = ""
+        self._close()
+        return dict(self._ends)
+
+    def _line(self, line: str) -> None:
+        if start := _FROM_STEP.match(line):
+            self._close()
+            self._index += 1
+            self._stage = start.group(1) or str(self._index)
+        elif made := _STEP_IMAGE.match(line):
+            self._last = made.group(1)
+
+    def _close(self) -> None:
+        if self._stage is not None and self._last is not None:
+            self._ends[self._stage] = self._last
+        self._stage, self._last = None, None
 
 
 def _explain(error: docker.errors.DockerException) -> str:

@@ -1,11 +1,21 @@
-"""One deployment on one node: clone, build, test, start, check health, report.
+"""One deployment on one node: clone, build, test, start, check health, route, report.
 
-Pure orchestration over the ports (`GitRemote`, `ContainerRuntime`, `HealthProbe`) and a
-``send`` function for reports; no git, Docker or broker code lives here. Each step either
-returns what the next one needs or raises `StageFailed` with a reason written for the
-person who pushed the commit. Whatever happens, a deployment that does not end up serving
-leaves no container behind: everything it created carries its deployment id label and is
-removed by that label (also when the work is cancelled).
+Pure orchestration over the ports (`GitRemote`, `ContainerRuntime`, `HealthProbe`,
+`Router`) and a ``send`` function for reports; no git, Docker, Caddy or broker code lives
+here. Each step either returns what the next one needs or raises `StageFailed` with a
+reason written for the person who pushed the commit. Whatever happens, a deployment that
+does not end up serving leaves no container behind: everything it created carries its
+deployment id label and is removed by that label (also when the work is cancelled).
+
+Zero downtime: the new container starts beside the one serving the app, and takes the
+app's route (one proxy change) only once it is healthy; then the success is reported, and
+the orchestrator has the old deployment stopped. A deployment that fails or is cancelled
+at any point before its report leaves the route with the container that had it.
+
+A rollback (`DeployWork.image` set) runs that image again when the node still has it, with
+the manifest it was built from (kept as a label on the image): no clone, no build, no test.
+After each success, the images of the app's older deployments go, except the newest
+``keep_images`` (for rollbacks) and those a container still uses.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,12 +57,16 @@ from shipwreck_node.checkout import (
     find_manifest,
     read_repo_file,
 )
+from shipwreck_node.images import deps_tag, image_tag, stale_images
 from shipwreck_node.logsink import Clock, DeploymentLog, Send, utc_now
 from shipwreck_node.ports import (
     LABEL_APP,
     LABEL_ATTEMPT,
     LABEL_COMMIT,
     LABEL_DEPLOYMENT,
+    LABEL_DOMAIN,
+    LABEL_MANIFEST,
+    LABEL_MANIFEST_FILE,
     LABEL_NODE,
     LABEL_PORT,
     LABEL_ROLE,
@@ -65,13 +80,17 @@ from shipwreck_node.ports import (
     GitError,
     GitRemote,
     HealthProbe,
+    ImageInfo,
     Limits,
     ProbeResult,
+    ProxyError,
     RunSpec,
     RuntimeFailure,
 )
+from shipwreck_node.routing import Routes, upstream_of
 from shipwreck_node.settings import PUBLISH_HOST, NodeSettings
 from shipwreck_node.templates import (
+    DEPS_STAGE,
     NoTemplate,
     TemplateInputs,
     base_image,
@@ -121,22 +140,21 @@ class _Run:
     stage: Stage = Stage.CLONING
     commit: str | None = None
     warnings: list[str] = field(default_factory=list)
+    manifest_file: tuple[str, bytes] | None = None
+    """The manifest's file name and bytes, as read from the checkout."""
+    routed: ContainerInfo | None = None
+    """The container that took (or was taking) the app's route: whoever undoes this run
+    must hand the route back if it still points there."""
 
 
 def container_name(work: DeployWork, suffix: str = "") -> str:
-    """``shipwreck-<app>-<first 12 hex digits of the deployment id>[-suffix]``."""
-    name = f"shipwreck-{work.app}-{work.deployment_id.hex[:12]}"
+    """``shipwreck-<app>-<deployment id, 32 hex digits>[-suffix]``.
+
+    The whole id: deployments of one app run side by side during a redeploy, and their
+    names must never collide.
+    """
+    name = f"shipwreck-{work.app}-{work.deployment_id.hex}"
     return f"{name}-{suffix}" if suffix else name
-
-
-def image_tag(work: DeployWork) -> str:
-    """``shipwreck/app-<app>:<deployment id>``: one image per deployment, for rollbacks."""
-    return f"shipwreck/app-{work.app}:{work.deployment_id}"
-
-
-def app_url(info: ContainerInfo) -> str:
-    """Where the app answers on this node (until the reverse proxy routes it)."""
-    return f"http://{PUBLISH_HOST}:{info.host_port}/" if info.host_port else ""
 
 
 class Pipeline:
@@ -149,6 +167,7 @@ class Pipeline:
         git: GitRemote,
         runtime: ContainerRuntime,
         probe: HealthProbe,
+        routes: Routes,
         send: Send,
         resolve: Resolver = resolve_host,
         clock: Clock = utc_now,
@@ -157,9 +176,13 @@ class Pipeline:
         self.git = git
         self.runtime = runtime
         self.probe = probe
+        self.routes = routes
         self.send = send
         self.resolve = resolve
         self.clock = clock
+        # Per app: a rollback's "is the image still there? tag it" and the pruning of old
+        # images must not interleave, or the image could go between the two.
+        self._image_locks: defaultdict[str, anyio.Lock] = defaultdict(anyio.Lock)
 
     async def deploy(
         self, work: DeployWork, deployment_log: DeploymentLog, on_started: OnStarted | None = None
@@ -184,51 +207,158 @@ class Pipeline:
             )
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await self._discard(work)
+                await self._clean_up(run)
             raise
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(shutil.rmtree, workdir, True)
         await self.send(outcome)
+        if isinstance(outcome, WorkSucceeded):
+            await self.prune_images(work.app)
         return outcome
+
+    async def prune_images(self, app: str) -> list[str]:
+        """Remove the app's images beyond the newest ``keep_images`` that no container uses
+        (with the dependency-stage tags of their deployments); the tags removed.
+
+        Only images this node built are considered. Failures are logged, not raised: the
+        deployment they follow has succeeded.
+        """
+        removed: list[str] = []
+        try:
+            async with self._image_locks[app]:
+                labels = {LABEL_APP: app, LABEL_NODE: str(self.settings.node_id)}
+                images = await self.runtime.find_images(labels)
+                users = await self.runtime.find(ContainerQuery(labels={LABEL_APP: app}))
+                in_use = {c.image_id for c in users} | {c.image for c in users}
+                for image in stale_images(images, in_use, self.settings.keep_images):
+                    removed.extend(await self._remove_image(app, image))
+        except RuntimeFailure as e:
+            log.warning("cannot prune the old images of %s: %s", app, e)
+        if removed:
+            log.info("removed old images of %s: %s", app, ", ".join(removed))
+        return removed
+
+    async def _remove_image(self, app: str, image: ImageInfo) -> list[str]:
+        removed: list[str] = []
+        for tag in image.tags:
+            repository, _, deployment = tag.rpartition(":")
+            if repository != f"shipwreck/app-{app}":
+                continue  # someone else's name for it: theirs to remove
+            await self.runtime.remove_image(tag)
+            # Removing the dependency stage's tag with it lets that image go too, once no
+            # kept deployment has the same dependencies.
+            await self.runtime.remove_image(deps_tag(app, deployment))
+            removed.append(tag)
+        return removed
 
     # --- the stages ----------------------------------------------------------------------
 
     async def _deploy(self, run: _Run, on_started: OnStarted | None) -> WorkSucceeded:
         work = run.work
-        remote = await self._check_remote(work)
         existing = await self._healthy_existing(work)
         if existing is not None:
-            await run.log.line(LogStream.SYSTEM, "already running and healthy; nothing to do")
-            if on_started is not None:
-                on_started(work, existing)
-            return self._succeeded(work, existing, existing.labels.get(LABEL_COMMIT, ""), [])
+            return await self._already_running(run, existing, on_started)
         await self._discard(work)
 
-        run.commit = await self._resolve(run, remote)
-        await self._report(work, Stage.CLONING, run.commit, f"{work.repo_url}@{work.branch}")
-        checkout = await self._clone(run, remote)
-        manifest = await self._read_manifest(run, checkout)
+        reused = await self._reuse_image(run)
+        if reused is not None:
+            image, manifest = reused
+            run.stage = Stage.STARTING
+            await self._report(work, Stage.STARTING, run.commit, f"rollback to {work.image}")
+        else:
+            image = image_tag(work)
+            remote = await self._check_remote(work)
+            run.commit = await self._resolve(run, remote)
+            await self._report(work, Stage.CLONING, run.commit, f"{work.repo_url}@{work.branch}")
+            checkout = await self._clone(run, remote)
+            manifest = await self._read_manifest(run, checkout)
 
-        run.stage = Stage.BUILDING
-        await self._report(work, Stage.BUILDING, run.commit)
-        await self._build(run, checkout, manifest)
+            run.stage = Stage.BUILDING
+            await self._report(work, Stage.BUILDING, run.commit)
+            await self._build(run, checkout, manifest)
 
-        if manifest.config.test is not None:
-            run.stage = Stage.TESTING
-            await self._report(work, Stage.TESTING, run.commit)
-            await self._test(run, manifest, manifest.config.test)
+            if manifest.config.test is not None:
+                run.stage = Stage.TESTING
+                await self._report(work, Stage.TESTING, run.commit)
+                await self._test(run, manifest, manifest.config.test)
 
-        run.stage = Stage.STARTING
-        await self._report(work, Stage.STARTING, run.commit)
-        container = await self._start(run, manifest)
+            run.stage = Stage.STARTING
+            await self._report(work, Stage.STARTING, run.commit)
+        container = await self._start(run, manifest, image)
         if on_started is not None:
             on_started(work, container)
         healthy = await self._wait_healthy(run, manifest, container)
         await self.runtime.keep_running(healthy.id)
-        url = app_url(healthy)
+        url = await self._take_route(run, manifest, healthy)
         await run.log.line(LogStream.SYSTEM, f"running at {url}" if url else "running")
-        return self._succeeded(work, healthy, run.commit, run.warnings)
+        return self._succeeded(work, healthy, run.commit or "", run.warnings, image, url)
+
+    async def _already_running(
+        self, run: _Run, existing: ContainerInfo, on_started: OnStarted | None
+    ) -> WorkSucceeded:
+        """A redelivered deployment whose container runs healthy: report it again."""
+        work = run.work
+        await run.log.line(LogStream.SYSTEM, "already running and healthy; nothing to do")
+        if on_started is not None:
+            on_started(work, existing)
+        url = ""
+        if existing.host_port is not None:
+            url = self.routes.url(work.app)
+            try:
+                # Its first run may have ended before the switch (the node stopped).
+                await self.routes.take(existing)
+            except ProxyError as e:
+                # The container serves; removing it over a proxy hiccup would be worse. The
+                # node routes it again when it restarts.
+                await run.log.line(LogStream.SYSTEM, f"warning: cannot check its route: {e}")
+        commit = existing.labels.get(LABEL_COMMIT, "")
+        image = existing.image or image_tag(work)
+        return self._succeeded(work, existing, commit, [], image, url)
+
+    async def _reuse_image(self, run: _Run) -> tuple[str, Manifest] | None:
+        """For a rollback: the image to run (tagged for this deployment) and its manifest,
+        or None when it must be built again (the image is gone, or cannot be used)."""
+        work = run.work
+        if work.image is None:
+            return None
+        async with self._image_locks[work.app]:
+            reused = await self._tag_for_rollback(run, work.image)
+        if isinstance(reused, str):
+            target = work.commit or work.branch
+            await run.log.line(
+                LogStream.SYSTEM, f"the image {work.image} {reused}; building {target} again"
+            )
+            return None
+        await run.log.line(
+            LogStream.SYSTEM, f"rolling back to {work.image} (commit {run.commit}): no build"
+        )
+        return reused
+
+    async def _tag_for_rollback(self, run: _Run, ref: str) -> tuple[str, Manifest] | str:
+        """Tag the image ``ref`` for this deployment: its new tag and manifest, or why not."""
+        work = run.work
+        info = await self.runtime.image(ref)
+        problem = _unusable(info, work)
+        if info is None or problem is not None:
+            return problem or "is no longer on this node"
+        filename = info.labels.get(LABEL_MANIFEST_FILE) or "Shipwreck.toml"
+        parsed = parse_manifest(info.labels[LABEL_MANIFEST].encode(), filename)
+        if isinstance(parsed, list):
+            return f"carries a manifest that no longer reads: {describe_errors(parsed)}"
+        commit = work.commit or info.labels.get(LABEL_COMMIT) or ""
+        if not commit:
+            return "does not say which commit it was built from"
+        try:
+            # A tag of its own: the rollback is a deployment like any other, and the tag
+            # marks the image as just used (image retention goes by that).
+            await self.runtime.tag(ref, image_tag(work))
+        except RuntimeFailure as e:
+            return f"cannot be tagged ({e})"
+        run.commit = commit
+        run.log.add_secrets(parsed.env.values())
+        run.warnings.extend(parsed.warnings)
+        return image_tag(work), parsed
 
     async def _check_remote(self, work: DeployWork) -> RemoteRef:
         # Before any git process: a refused URL must not cause a single connection.
@@ -293,6 +423,7 @@ class Pipeline:
                 "Shipwreck.toml, shipwreck.toml and Config.toml at the repository root)",
             )
         filename, data = found
+        run.manifest_file = found
         parsed = parse_manifest(data, filename)
         if isinstance(parsed, list):
             raise StageFailed(Stage.CLONING, describe_errors(parsed))
@@ -344,14 +475,20 @@ class Pipeline:
         await run.log.line(
             LogStream.SYSTEM, f"building {image_tag(work)} from {base.ref} ({installs})"
         )
+        labels = self._labels(work, ROLE_APP, run.commit or "")
+        if run.manifest_file is not None:
+            filename, data = run.manifest_file
+            labels[LABEL_MANIFEST_FILE] = filename
+            labels[LABEL_MANIFEST] = data.decode(errors="replace")
         timeout = self.settings.build_timeout_seconds
         try:
             with anyio.fail_after(timeout):
                 await self.runtime.build(
                     context,
                     tag=image_tag(work),
-                    labels=self._labels(work, ROLE_APP, run.commit or ""),
+                    labels=labels,
                     on_output=run.log.write,
+                    stage_tags={DEPS_STAGE: deps_tag(work.app, str(work.deployment_id))},
                 )
         except TimeoutError:
             raise StageFailed(
@@ -429,13 +566,15 @@ class Pipeline:
                 f"test command `{command}` exited {code}" + self._tail(run, LogStream.TEST),
             )
 
-    async def _start(self, run: _Run, manifest: Manifest) -> ContainerInfo:
+    async def _start(self, run: _Run, manifest: Manifest, image: str) -> ContainerInfo:
         work, config = run.work, manifest.config
         labels = self._labels(work, ROLE_APP, run.commit or "")
         if config.port is not None:
             labels[LABEL_PORT] = str(config.port)
+        if config.domain is not None:
+            labels[LABEL_DOMAIN] = config.domain
         spec = RunSpec(
-            image=image_tag(work),
+            image=image,
             name=container_name(work),
             command=None,
             env=self._env(manifest),
@@ -489,6 +628,28 @@ class Pipeline:
         output = await self._output_tail(run, container.id)
         raise StageFailed(Stage.STARTING, f"{reason}\napp output:\n{output}" if output else reason)
 
+    async def _take_route(self, run: _Run, manifest: Manifest, container: ContainerInfo) -> str:
+        """Switch the app's route to the healthy container (one proxy change); its URL.
+
+        A worker (no config.port) has nothing to route and no URL.
+        """
+        work = run.work
+        upstream = upstream_of(container)
+        if manifest.config.port is None or upstream is None:
+            return ""
+        hosts = self.routes.hosts(work.app, manifest.config.domain)
+        # Set before the change: if it is interrupted half-way, the undo still checks.
+        run.routed = container
+        try:
+            await self.routes.router.route(work.app, hosts, upstream)
+        except ProxyError as e:
+            raise StageFailed(
+                Stage.STARTING,
+                f"the app is healthy, but the node's reverse proxy did not take its route: {e}",
+            ) from None
+        await run.log.line(LogStream.SYSTEM, f"routed {', '.join(hosts)} to {container.name}")
+        return self.routes.url(work.app)
+
     async def _crashed(self, run: _Run, container_id: str, code: int | None) -> NoReturn:
         output = await self._output_tail(run, container_id)
         status = f"exited {code}" if code is not None else "was removed"
@@ -522,7 +683,7 @@ class Pipeline:
         work = run.work
         with anyio.CancelScope(shield=True):
             try:
-                await self._discard(work)
+                await self._clean_up(run)
             except RuntimeFailure as e:
                 # The report matters more: the next deployment or the node's restart
                 # removes the leftovers by label.
@@ -541,26 +702,44 @@ class Pipeline:
         )
 
     def _succeeded(
-        self, work: DeployWork, container: ContainerInfo, commit: str, warnings: list[str]
+        self,
+        work: DeployWork,
+        container: ContainerInfo,
+        commit: str,
+        warnings: list[str],
+        image: str,
+        url: str,
     ) -> WorkSucceeded:
         return WorkSucceeded(
             deployment_id=work.deployment_id,
             node_id=self.settings.node_id,
             attempt=work.attempt,
             commit=commit,
-            image=image_tag(work),
+            image=image,
             container_id=container.id,
-            url=app_url(container),
+            url=url,
             warnings=list(warnings),
             at=self.clock(),
         )
+
+    async def _clean_up(self, run: _Run) -> None:
+        """Undo a run that will not serve: the route first (back to the container that
+        had it), then every container and image of the deployment."""
+        if run.routed is not None:
+            try:
+                await self.routes.release(run.routed, hand_over=True)
+            except ProxyError as e:
+                log.error("cannot hand the route of %s back: %s", run.work.app, e)
+        await self._discard(run.work)
 
     async def _discard(self, work: DeployWork) -> None:
         """Remove every container of the deployment, and its image (by label and tag)."""
         query = ContainerQuery(labels={LABEL_DEPLOYMENT: str(work.deployment_id)})
         for container in await self.runtime.find(query):
             await self.runtime.remove(container.id)
+        # A rollback's tag goes, not the image it points at (its first tag keeps it).
         await self.runtime.remove_image(image_tag(work))
+        await self.runtime.remove_image(deps_tag(work.app, str(work.deployment_id)))
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -630,6 +809,17 @@ def _build_failure(error: str, output: list[str]) -> str:
     step = output[starts[-1] + 1 :] if starts else output
     shown = [line for line in step if not _BUILDER_NOISE.match(line) and _PROGRESS_BAR not in line]
     return "\n".join([head, *shown[-REASON_TAIL_LINES:]])
+
+
+def _unusable(info: ImageInfo | None, work: DeployWork) -> str | None:
+    """Why a rollback cannot run this image as it is (None: it can)."""
+    if info is None:
+        return "is no longer on this node"
+    if info.labels.get(LABEL_APP) != work.app:
+        return f"is not an image of the app {work.app!r}"
+    if LABEL_MANIFEST not in info.labels:
+        return "does not carry the manifest it was built from"
+    return None
 
 
 def _int(value: str | None) -> int | None:

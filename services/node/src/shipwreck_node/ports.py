@@ -1,10 +1,11 @@
-"""The node's ports: what the pipeline needs from git, Docker and the network.
+"""The node's ports: what the pipeline needs from git, Docker, the network and the proxy.
 
 The pipeline (``pipeline.py``) only ever talks to these Protocols. The real adapters are
-``gitcli.GitCli``, ``dockerruntime.DockerRuntime`` and ``probe.NetworkProbe``; in-memory
-twins live in ``tests/support/fakes_node.py``. Every method is a coroutine and every one of
-them may be cancelled: an adapter that runs a process or a blocking call must stop it (kill
-the process, close the stream) when its caller is cancelled.
+``gitcli.GitCli``, ``dockerruntime.DockerRuntime``, ``probe.NetworkProbe`` and
+``proxy.CaddyRouter``; in-memory twins live in ``tests/support/fakes_node.py``. Every
+method is a coroutine and every one of them may be cancelled: an adapter that runs a
+process or a blocking call must stop it (kill the process, close the stream) when its
+caller is cancelled.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -29,6 +31,14 @@ LABEL_PORT: Final = "org.shipwreck.port"
 """The app's container port (from config.port), to probe it again after a redelivery."""
 LABEL_ROLE: Final = "org.shipwreck.role"
 """``app`` for the container that serves, ``test`` for the one-off test run."""
+LABEL_DOMAIN: Final = "org.shipwreck.domain"
+"""The app's own domain (config.domain) on its container, to route it again after a restart."""
+LABEL_MANIFEST: Final = "org.shipwreck.manifest"
+"""On an app's image: the text of the Shipwreck.toml it was built from, so that a rollback
+can run the image again (port, environment, health check) without cloning. The image holds
+the same file under /app already: the label adds no exposure."""
+LABEL_MANIFEST_FILE: Final = "org.shipwreck.manifest-file"
+"""On an app's image: the manifest's file name (``Shipwreck.toml`` ...), for messages."""
 
 ROLE_APP: Final = "app"
 ROLE_TEST: Final = "test"
@@ -126,6 +136,12 @@ class ContainerInfo:
     address: str | None = None
     """The container's own IP address on its network, if it has one."""
     image: str = ""
+    """The image reference the container was created from."""
+    image_id: str = ""
+    """The id of that image (what a tag pointed at when the container was created)."""
+    kept_running: bool = False
+    """Whether `ContainerRuntime.keep_running` was called: it passed its health check."""
+    created: datetime | None = None
 
     @property
     def deployment_id(self) -> uuid.UUID | None:
@@ -135,6 +151,23 @@ class ContainerInfo:
             return uuid.UUID(value) if value else None
         except ValueError:
             return None
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """An image on this node."""
+
+    id: str
+    tags: tuple[str, ...]
+    labels: Mapping[str, str]
+    created: datetime
+    tagged: datetime | None = None
+    """When a tag was last added to it (a rollback tags an old image for its deployment)."""
+
+    @property
+    def last_used(self) -> datetime:
+        """When a deployment last took this image: built, or tagged by a rollback."""
+        return max(self.created, self.tagged) if self.tagged is not None else self.created
 
 
 @dataclass(frozen=True)
@@ -152,6 +185,18 @@ class ContainerRuntime(Protocol):
         """Whether ``ref`` is an image on this node."""
         ...
 
+    async def image(self, ref: str) -> ImageInfo | None:
+        """The image ``ref`` names, or None if this node does not have it."""
+        ...
+
+    async def find_images(self, labels: Mapping[str, str]) -> list[ImageInfo]:
+        """The (tagged) images whose labels match every one of ``labels``."""
+        ...
+
+    async def tag(self, ref: str, new: str) -> None:
+        """Give the image ``ref`` the additional tag ``new``; raises `ImageUnavailable`."""
+        ...
+
     async def pull(self, ref: str) -> None:
         """Pull ``ref``; raises `ImageUnavailable` with the registry's answer."""
         ...
@@ -163,11 +208,14 @@ class ContainerRuntime(Protocol):
         tag: str,
         labels: Mapping[str, str],
         on_output: OutputCallback,
+        stage_tags: Mapping[str, str] | None = None,
     ) -> None:
         """Build ``context`` (a tar with a Dockerfile at its root) as ``tag``.
 
         Output goes to ``on_output`` as it is produced. Raises `BuildFailed`. Cancelling the
-        caller aborts the build on the daemon.
+        caller aborts the build on the daemon. ``stage_tags`` maps names of build stages
+        (``FROM ... AS <name>``) to tags for the image each of them ends with: without a
+        tag, an earlier stage's image is left dangling, and nothing tells when it can go.
         """
         ...
 
@@ -211,7 +259,62 @@ class ContainerRuntime(Protocol):
         ...
 
     async def remove_image(self, ref: str) -> None:
-        """Remove an image tag if present; idempotent."""
+        """Remove an image tag if present; idempotent. The image itself goes with its last
+        tag, unless a container uses it (then the tag stays)."""
+        ...
+
+
+# --- the reverse proxy -----------------------------------------------------------------------
+
+
+class ProxyError(RuntimeError):
+    """The reverse proxy could not be reached, started or configured."""
+
+
+class Router(Protocol):
+    """The node's reverse proxy: one route per app, from its host names to one upstream.
+
+    Upstreams are ``host:port`` addresses (an app container's published loopback port).
+    Methods raise `ProxyError`.
+    """
+
+    async def start(self) -> None:
+        """Make sure the proxy runs (start it if none answers)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop the proxy if `start` started it; one run by someone else keeps running."""
+        ...
+
+    async def route(
+        self,
+        app: str,
+        hosts: Sequence[str],
+        upstream: str,
+        *,
+        only_if_upstream: str | None = None,
+    ) -> bool:
+        """Send ``hosts`` to ``upstream``: create the app's route, or switch it in one change.
+
+        With ``only_if_upstream``, only while the route still points there (checked and
+        changed atomically with respect to this node's other route changes). Whether it
+        changed the route.
+        """
+        ...
+
+    async def upstream(self, app: str) -> str | None:
+        """Where the app's route points now, or None if it has none."""
+        ...
+
+    async def routes(self) -> dict[str, str]:
+        """Every app route of this proxy: app -> upstream."""
+        ...
+
+    async def remove(self, app: str, *, only_if_upstream: str | None = None) -> bool:
+        """Delete the app's route (with ``only_if_upstream``, only while it points there).
+
+        Whether a route was deleted.
+        """
         ...
 
 

@@ -4,6 +4,9 @@ Every app has one route, ``@id`` ``shipwreck-app-<app>``, matching ``<app>.<apps
 and the app's own domain, proxying to the container serving it. Switching a redeploy over
 is one config change to that route: Caddy applies it gracefully, so requests in flight
 finish on the old upstream and new ones go to the new one, with none dropped.
+
+`CaddyProxy` speaks the admin API (blocking calls); `CaddyRouter` is the node's `Router`
+port over it, running each call in a worker thread.
 """
 
 from __future__ import annotations
@@ -12,24 +15,29 @@ import json
 import logging
 import shutil
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
+
+import anyio.to_thread
+
+from shipwreck_node.ports import ProxyError
+
+__all__ = ["SERVER", "CaddyProxy", "CaddyRouter", "ProxyError", "app_hosts", "route_id"]
 
 log = logging.getLogger(__name__)
 
-SERVER = "shipwreck"
-
-
-class ProxyError(RuntimeError):
-    """Caddy could not be reached, started or configured."""
+SERVER: Final = "shipwreck"
+ROUTE_PREFIX: Final = "shipwreck-app-"
 
 
 def route_id(app: str) -> str:
     """The Caddy ``@id`` of an app's route."""
-    return f"shipwreck-app-{app}"
+    return f"{ROUTE_PREFIX}{app}"
 
 
 def app_hosts(app: str, apps_domain: str, domain: str | None = None) -> list[str]:
@@ -60,6 +68,9 @@ class CaddyProxy:
         self.caddy_binary = caddy_binary
         self.timeout = timeout
         self.process: subprocess.Popen[bytes] | None = None
+        # A check of a route and its change must not interleave with another change from
+        # this process (say, a stop's "remove only if still mine" and a redeploy's switch).
+        self._changes = threading.Lock()
 
     # --- admin API ------------------------------------------------------------------------
 
@@ -102,6 +113,22 @@ class CaddyProxy:
             listen.append(f":{self.https_port}")
         return config
 
+    def initial_config(self) -> dict[str, Any]:
+        """The whole config of a Caddy this proxy starts: admin API, Shipwreck's server."""
+        http: dict[str, Any] = {"servers": {SERVER: self._server_config()}}
+        if self.https_port is not None:
+            # Redirects and ACME challenges must use the ports Caddy really listens on.
+            http.update(http_port=self.http_port, https_port=self.https_port)
+        return {
+            "admin": {"listen": self.admin},
+            "apps": {
+                "http": http,
+                # Certificates for local names come from Caddy's own CA; it must never add
+                # that CA to the host's trust store (which the node's builds trust).
+                "pki": {"certificate_authorities": {"local": {"install_trust": False}}},
+            },
+        }
+
     def ensure_running(self) -> None:
         """Make sure Caddy answers and has Shipwreck's server block (start it if needed)."""
         try:
@@ -131,12 +158,8 @@ class CaddyProxy:
                 "installed (Debian: apt-get install caddy)"
             )
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        config = {
-            "admin": {"listen": self.admin},
-            "apps": {"http": {"servers": {SERVER: self._server_config()}}},
-        }
         path = self.state_dir / "caddy.json"
-        path.write_text(json.dumps(config, indent=2))
+        path.write_text(json.dumps(self.initial_config(), indent=2))
         log_path = self.state_dir / "caddy.log"
         with log_path.open("ab") as out:
             self.process = subprocess.Popen(
@@ -184,35 +207,109 @@ class CaddyProxy:
 
     # --- routes ---------------------------------------------------------------------------
 
-    def route(self, app: str, hosts: list[str], upstream: str) -> None:
+    def route(
+        self,
+        app: str,
+        hosts: Sequence[str],
+        upstream: str,
+        *,
+        only_if_upstream: str | None = None,
+    ) -> bool:
         """Point ``hosts`` at ``upstream`` (``127.0.0.1:<port>``), creating the route or
-        switching it in one change."""
+        switching it in one change; with ``only_if_upstream``, only while the route points
+        there. Whether the route was changed."""
         body = {
             "@id": route_id(app),
-            "match": [{"host": hosts}],
+            "match": [{"host": list(hosts)}],
             "handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": upstream}]}],
             "terminal": True,
         }
-        status, _ = self._call("PATCH", f"/id/{route_id(app)}", body)
-        if status == 200:
-            return
-        # PUT at index 0 inserts: app routes stay ahead of the 404 fallback.
-        status, answer = self._call("PUT", f"/config/apps/http/servers/{SERVER}/routes/0", body)
-        if status != 200:
-            raise ProxyError(f"Caddy refused the route of {app}: {status} {answer}")
+        with self._changes:
+            if only_if_upstream is not None and self.upstream(app) != only_if_upstream:
+                return False
+            status, _ = self._call("PATCH", f"/id/{route_id(app)}", body)
+            if status == 200:
+                return True
+            # PUT at index 0 inserts: app routes stay ahead of the 404 fallback.
+            path = f"/config/apps/http/servers/{SERVER}/routes/0"
+            status, answer = self._call("PUT", path, body)
+            if status != 200:
+                raise ProxyError(f"Caddy refused the route of {app}: {status} {answer}")
+            return True
 
     def upstream(self, app: str) -> str | None:
         """Where an app's route points now, or None when it has none."""
         status, body = self._call("GET", f"/id/{route_id(app)}/handle/0/upstreams/0/dial")
         return body if status == 200 and isinstance(body, str) else None
 
+    def routes(self) -> dict[str, str]:
+        """Every app route in Shipwreck's server block: app -> upstream."""
+        status, body = self._call("GET", f"/config/apps/http/servers/{SERVER}/routes")
+        if status != 200 or not isinstance(body, list):
+            return {}
+        found: dict[str, str] = {}
+        for route in body:
+            ident = route.get("@id") if isinstance(route, dict) else None
+            if not isinstance(ident, str) or not ident.startswith(ROUTE_PREFIX):
+                continue
+            try:
+                dial = route["handle"][0]["upstreams"][0]["dial"]
+            except (KeyError, IndexError, TypeError):
+                continue
+            if isinstance(dial, str):
+                found[ident.removeprefix(ROUTE_PREFIX)] = dial
+        return found
+
     def remove(self, app: str, *, only_if_upstream: str | None = None) -> bool:
         """Delete an app's route; with ``only_if_upstream``, only while it still points there
         (stopping a superseded container must never unroute its successor)."""
-        current = self.upstream(app)
-        if current is None:
-            return False
-        if only_if_upstream is not None and current != only_if_upstream:
-            return False
-        status, _ = self._call("DELETE", f"/id/{route_id(app)}")
-        return status == 200
+        with self._changes:
+            current = self.upstream(app)
+            if current is None:
+                return False
+            if only_if_upstream is not None and current != only_if_upstream:
+                return False
+            status, _ = self._call("DELETE", f"/id/{route_id(app)}")
+            return status == 200
+
+
+class CaddyRouter:
+    """The node's `Router` port over a `CaddyProxy` (each admin call in a worker thread)."""
+
+    def __init__(self, proxy: CaddyProxy) -> None:
+        self.proxy = proxy
+
+    async def start(self) -> None:
+        """Make sure Caddy runs, with Shipwreck's server block."""
+        await anyio.to_thread.run_sync(self.proxy.ensure_running)
+
+    async def close(self) -> None:
+        """Stop the Caddy that `start` started, if any."""
+        await anyio.to_thread.run_sync(self.proxy.stop)
+
+    async def route(
+        self,
+        app: str,
+        hosts: Sequence[str],
+        upstream: str,
+        *,
+        only_if_upstream: str | None = None,
+    ) -> bool:
+        """See `CaddyProxy.route`."""
+        return await anyio.to_thread.run_sync(
+            lambda: self.proxy.route(app, hosts, upstream, only_if_upstream=only_if_upstream)
+        )
+
+    async def upstream(self, app: str) -> str | None:
+        """See `CaddyProxy.upstream`."""
+        return await anyio.to_thread.run_sync(self.proxy.upstream, app)
+
+    async def routes(self) -> dict[str, str]:
+        """See `CaddyProxy.routes`."""
+        return await anyio.to_thread.run_sync(self.proxy.routes)
+
+    async def remove(self, app: str, *, only_if_upstream: str | None = None) -> bool:
+        """See `CaddyProxy.remove`."""
+        return await anyio.to_thread.run_sync(
+            lambda: self.proxy.remove(app, only_if_upstream=only_if_upstream)
+        )

@@ -5,12 +5,16 @@ from __future__ import annotations
 import socket
 import uuid
 from pathlib import Path
-from typing import Final
+from typing import Annotated, Final
+
+import msgspec
 
 from shipwreck_runtime import CommonSettings
 
 PUBLISH_HOST: Final = "127.0.0.1"
 """App ports are published on loopback only: the node's reverse proxy is the way in."""
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 
 
 class NodeSettings(CommonSettings, frozen=True, kw_only=True):
@@ -28,6 +32,17 @@ class NodeSettings(CommonSettings, frozen=True, kw_only=True):
     Limits: a container gets what its deployment requires, capped by
     ``SHIPWRECK_APP_MEMORY_LIMIT_MB``, ``SHIPWRECK_APP_CPUS_LIMIT`` and
     ``SHIPWRECK_APP_PIDS_LIMIT``. Every stage has a timeout (``SHIPWRECK_*_TIMEOUT_SECONDS``).
+
+    Routing: every app is served by the node's Caddy at ``<app>.<SHIPWRECK_APPS_DOMAIN>``
+    (and its config.domain) on ``SHIPWRECK_PROXY_HTTP_PORT``. ``SHIPWRECK_PROXY_HTTPS_PORT``
+    turns Caddy's automatic HTTPS on (unset: plain HTTP only). ``SHIPWRECK_PROXY_ADMIN`` is
+    Caddy's admin address, on loopback; the node starts Caddy (``SHIPWRECK_CADDY_BINARY``)
+    when nothing answers there, and stops it again when it stops. Each node on a machine
+    needs its own ports and admin address. A superseded container gets
+    ``SHIPWRECK_DRAIN_SECONDS`` to finish the requests it has before it is stopped.
+
+    Images: the newest ``SHIPWRECK_KEEP_IMAGES`` images of each app (and any a container
+    uses) are kept for rollbacks; older ones are removed after each successful deployment.
     """
 
     node_name: str = ""
@@ -54,6 +69,15 @@ class NodeSettings(CommonSettings, frozen=True, kw_only=True):
     worker_grace_seconds: float = 3.0
     stop_timeout_seconds: float = 10.0
 
+    apps_domain: str = "localhost"
+    proxy_http_port: Port = 80
+    proxy_https_port: Port | None = None
+    proxy_admin: str = "127.0.0.1:2019"
+    caddy_binary: str = "caddy"
+    drain_seconds: Annotated[float, msgspec.Meta(ge=0)] = 2.0
+
+    keep_images: Annotated[int, msgspec.Meta(ge=1)] = 5
+
     @property
     def name(self) -> str:
         """The node's name (the hostname unless set)."""
@@ -72,3 +96,12 @@ class NodeSettings(CommonSettings, frozen=True, kw_only=True):
         other's work.
         """
         return Path(self.work_dir) / str(self.node_id)
+
+    @property
+    def proxy_dir(self) -> Path:
+        """Where the Caddy this node starts keeps its config, log and certificates.
+
+        Beside the node's scratch directory, not in it (that one is emptied at start-up),
+        and per node, so that two nodes on one machine never share a Caddy config file.
+        """
+        return Path(self.work_dir) / "caddy" / str(self.node_id)

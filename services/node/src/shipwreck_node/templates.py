@@ -28,6 +28,8 @@ from shipwreck_contracts import Language
 from shipwreck_node.ports import Checkout
 from shipwreck_node.settings import NodeSettings
 
+DEPS_STAGE: Final = "deps"
+"""The name of the build stage that installs the dependencies."""
 CA_FILE: Final = "shipwreck-build-ca.crt"
 CA_PATH: Final = f"/tmp/{CA_FILE}"  # noqa: S108 - a path inside the build stage, not the host's
 SOURCE_DIR: Final = "src"
@@ -118,7 +120,7 @@ def _python(inputs: TemplateInputs) -> list[str]:
         else ""
     )
     return [
-        f"FROM {base} AS deps",
+        f"FROM {base} AS {DEPS_STAGE}",
         "ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore",
         "RUN python3 -m venv /opt/venv",
         *_ca_copy(inputs),
@@ -130,7 +132,7 @@ def _python(inputs: TemplateInputs) -> list[str]:
         # Unbuffered, so that the app's output reaches its log as it is printed.
         "ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 VIRTUAL_ENV=/opt/venv"
         " PATH=/opt/venv/bin:$PATH",
-        "COPY --from=deps /opt/venv /opt/venv",
+        f"COPY --from={DEPS_STAGE} /opt/venv /opt/venv",
         "WORKDIR /app",
         f"COPY {SOURCE_DIR}/ /app/",
     ]
@@ -148,7 +150,7 @@ def _node(inputs: TemplateInputs) -> list[str]:
     else:
         trust = ""
     return [
-        f"FROM {base} AS deps",
+        f"FROM {base} AS {DEPS_STAGE}",
         "WORKDIR /app",
         *_ca_copy(inputs),
         f"COPY {' '.join(f'{SOURCE_DIR}/{name}' for name in files)} /app/",
@@ -158,7 +160,7 @@ def _node(inputs: TemplateInputs) -> list[str]:
         f"FROM {base}",
         "WORKDIR /app",
         f"COPY {SOURCE_DIR}/ /app/",
-        "COPY --from=deps /app/node_modules /app/node_modules",
+        f"COPY --from={DEPS_STAGE} /app/node_modules /app/node_modules",
     ]
 
 

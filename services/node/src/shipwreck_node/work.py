@@ -7,6 +7,10 @@ the test container) and removes what it created.
 
 Once an app container runs, its stdout and stderr are followed until it stops, as
 ``LogLine`` messages numbered after the build's lines.
+
+Stopping a deployment (StopWork: superseded, or its app stopped) first takes the app's
+route away from it, only if the route still points there, then gives the requests it is
+serving ``drain_seconds`` to finish, then stops its container.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import logging
 import uuid
 from collections.abc import Coroutine
 from typing import Any
+
+import anyio
 
 from shipwreck_contracts import (
     CancelWork,
@@ -36,8 +42,10 @@ from shipwreck_node.ports import (
     ContainerInfo,
     ContainerQuery,
     ContainerRuntime,
+    ProxyError,
     RuntimeFailure,
 )
+from shipwreck_node.routing import Routes
 from shipwreck_node.settings import NodeSettings
 
 
@@ -51,6 +59,7 @@ class WorkRunner:
         runtime: ContainerRuntime,
         send: Send,
         *,
+        routes: Routes,
         clock: Clock = utc_now,
         logger: logging.Logger | None = None,
     ) -> None:
@@ -58,6 +67,7 @@ class WorkRunner:
         self.pipeline = pipeline
         self.runtime = runtime
         self.send = send
+        self.routes = routes
         self.clock = clock
         self.log = logger or logging.getLogger("shipwreck.node")
         self._deploying: dict[uuid.UUID, asyncio.Task[Outcome]] = {}
@@ -101,11 +111,19 @@ class WorkRunner:
         task.add_done_callback(lambda t: self._deployed(deployment, t))
 
     def cancel(self, work: CancelWork) -> None:
-        """Abandon a deployment in progress: kill its work, remove its containers."""
+        """Abandon a deployment in progress: kill its work, remove its containers.
+
+        Should it have taken its app's route already (the cancel crossed its success
+        report), the route goes back to the container that served before it.
+        """
         self._ended.add(work.deployment_id)
         task = self._interrupt(work.deployment_id)
         reason = f"cancelled: {work.reason}" if work.reason else "cancelled"
-        self._chore(self._end(work.deployment_id, work.attempt, task, reason, stop_timeout=0))
+        self._chore(
+            self._end(
+                work.deployment_id, work.attempt, task, reason, stop_timeout=0, hand_over=True
+            )
+        )
 
     def stop(self, work: StopWork) -> None:
         """Stop and remove a deployment's container (superseded, or its app stopped)."""
@@ -121,6 +139,7 @@ class WorkRunner:
                 task,
                 reason,
                 stop_timeout=self.settings.stop_timeout_seconds,
+                hand_over=False,
             )
         )
 
@@ -155,17 +174,20 @@ class WorkRunner:
             await asyncio.wait(pending)
 
     async def recover(self) -> None:
-        """After a (re)start: remove what an interrupted run of this node left behind.
+        """After a (re)start: remove what an interrupted run of this node left behind, and
+        route the apps that still run here again (the proxy may have restarted too).
 
-        Test containers and app containers that no longer run belong to work that died
-        with the previous process; app containers that still run keep serving.
+        Test containers, app containers that no longer run and those that never passed
+        their health check belong to work that died with the previous process; app
+        containers that run healthy keep serving.
         """
         node = {LABEL_NODE: str(self.settings.node_id)}
         for container in await self.runtime.find(ContainerQuery(labels=node)):
             role = container.labels.get(LABEL_ROLE)
-            if role == ROLE_TEST or not container.running:
+            if role == ROLE_TEST or not container.running or not container.kept_running:
                 self.log.info("removing leftover container %s", container.name)
                 await self.runtime.remove(container.id)
+        await self.routes.restore()
 
     async def close(self) -> None:
         """Cancel everything in progress (each removes what it created) and wait for it."""
@@ -192,13 +214,19 @@ class WorkRunner:
         reason: str,
         *,
         stop_timeout: float,
+        hand_over: bool,
     ) -> None:
         if task is not None:
             # The pipeline removes what it created when it is cancelled; let it finish.
             await asyncio.wait([task])
         query = ContainerQuery(labels={LABEL_DEPLOYMENT: str(deployment_id)})
+        containers = await self.runtime.find(query)
+        unrouted = await self._unroute(containers, hand_over=hand_over)
+        if unrouted and self.settings.drain_seconds > 0:
+            # Requests the proxy sent it before the route changed are still being answered.
+            await anyio.sleep(self.settings.drain_seconds)
         removed = 0
-        for container in await self.runtime.find(query):
+        for container in containers:
             await self.runtime.remove(container.id, stop_timeout=stop_timeout)
             removed += 1
         follower = self._followers.pop(deployment_id, None)
@@ -212,6 +240,19 @@ class WorkRunner:
         what = f"{removed} container{'s' if removed != 1 else ''} removed"
         await log.line(LogStream.SYSTEM, f"{reason} ({what})")
         self.log.info("deployment %s %s (%s)", deployment_id, reason, what)
+
+    async def _unroute(self, containers: list[ContainerInfo], *, hand_over: bool) -> bool:
+        """Take the route from the deployment's serving containers (if it points at one);
+        whether any of them was serving, so that it gets time to drain."""
+        serving = [c for c in containers if c.running and c.labels.get(LABEL_ROLE) == ROLE_APP]
+        for container in serving:
+            try:
+                await self.routes.release(container, hand_over=hand_over, ended=self._ended)
+            except ProxyError as e:
+                # The container goes anyway; a route left pointing at it answers 502 until
+                # the next deployment or restart of the node replaces or drops it.
+                self.log.error("cannot take the route from %s: %s", container.name, e)
+        return any(c.host_port is not None for c in serving)
 
     def _deployed(self, deployment_id: uuid.UUID, task: asyncio.Task[Outcome]) -> None:
         if self._deploying.get(deployment_id) is task:
