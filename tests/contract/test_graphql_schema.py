@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,9 @@ from graphql import (
     GraphQLInputObjectType,
     GraphQLObjectType,
     GraphQLSchema,
+    Undefined,
     build_schema,
+    is_non_null_type,
     print_ast,
 )
 
@@ -92,12 +96,18 @@ def _default(value: GraphQLArgument | GraphQLInputField) -> str | None:
     return print_ast(node.default_value)
 
 
-def _signature(field: GraphQLField) -> str:
+def _signature(field: GraphQLField, only: Sequence[str] | None = None) -> str:
     args = []
     for name, arg in field.args.items():
+        if only is not None and name not in only:
+            continue
         default = _default(arg)
         args.append(f"{name}: {arg.type}" + (f" = {default}" if default else ""))
     return (f"({', '.join(args)})" if args else "") + f": {field.type}"
+
+
+def _design_arguments(signature: str) -> list[str]:
+    return re.findall(r"(\w+):", signature.partition(")")[0]) if signature[0] == "(" else []
 
 
 def _object(schema: GraphQLSchema, name: str) -> GraphQLObjectType:
@@ -122,7 +132,27 @@ def test_operations_keep_their_design_signatures(
 ) -> None:
     operation = _object(committed, type_name)
     assert field_name in operation.fields, f"{type_name}.{field_name} is missing"
-    assert _signature(operation.fields[field_name]) == OPERATIONS[type_name][field_name]
+    field = operation.fields[field_name]
+    design = OPERATIONS[type_name][field_name]
+    names = _design_arguments(design)
+    # The design's arguments, in its order, with its types and defaults...
+    assert list(field.args)[: len(names)] == names
+    assert _signature(field, only=names) == design
+    # ...and anything added since is optional, so every client of the design still works.
+    for name, arg in field.args.items():
+        if name not in names:
+            assert not is_non_null_type(arg.type) or arg.default_value is not Undefined, (
+                f"{type_name}.{field_name} added a required argument {name}"
+            )
+
+
+def test_an_added_required_argument_is_caught() -> None:
+    changed = build_schema(
+        render_sdl().replace("deploymentLogs(id: ID!", "deploymentLogs(id: ID!, tail: Int!")
+    )
+    logs = _object(changed, "Subscription").fields["deploymentLogs"]
+    assert logs.args["tail"].default_value is Undefined
+    assert is_non_null_type(logs.args["tail"].type)
 
 
 def _missing(schema: GraphQLSchema, type_name: str) -> set[str]:

@@ -21,9 +21,12 @@ import pytest
 
 from shipwreck_contracts import (
     DeploymentStatus,
+    LogLine,
+    LogStream,
     Message,
     NodeHeartbeat,
     RequestDeployment,
+    Stage,
     decode_message,
     encode,
     tag_of,
@@ -129,7 +132,11 @@ async def _shipwreck(api: str, *args: str, **env: str) -> tuple[int, str, str]:
 
 
 async def _deploy_and_play(
-    api: str, orchestrator: Orchestrator, outcome: DeploymentStatus, *args: str
+    api: str,
+    orchestrator: Orchestrator,
+    outcome: DeploymentStatus,
+    *args: str,
+    build_output: Sequence[str] = (),
 ) -> tuple[int, str, str, uuid.UUID]:
     cli = asyncio.create_task(_shipwreck(api, "deploy", "git://127.0.0.1/team/hello.git", *args))
     request = await orchestrator.next_request()
@@ -141,7 +148,23 @@ async def _deploy_and_play(
         deployment_id=request.deployment_id,
         outcome=outcome,
     )
-    await orchestrator.relay(relayed)
+    building = next(
+        (i for i, r in enumerate(relayed) if getattr(r.message, "stage", None) == Stage.BUILDING),
+        len(relayed),
+    )
+    await orchestrator.relay(relayed[: building + 1])
+    for n, text in enumerate(build_output):
+        await orchestrator.publish(
+            LogLine(
+                deployment_id=request.deployment_id,
+                stream=LogStream.BUILD,
+                sequence=n,
+                text=text,
+                at=datetime.now(UTC),
+            )
+        )
+    await asyncio.sleep(0.2)  # the build takes a moment
+    await orchestrator.relay(relayed[building + 1 :])
     code, out, err = await cli
     return code, out, err, request.deployment_id
 
@@ -149,13 +172,15 @@ async def _deploy_and_play(
 async def test_deploy_follows_the_deployment_and_exits_0_once_it_runs(
     api: str, orchestrator: Orchestrator
 ) -> None:
+    output = ["Step 1/4 : FROM python", "Successfully installed flask", "Step 4/4 : CMD"]
     code, out, err, deployment_id = await _deploy_and_play(
-        api, orchestrator, S.RUNNING, "--branch", "dev"
+        api, orchestrator, S.RUNNING, "--branch", "dev", build_output=output
     )
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0] == f"deployment {deployment_id}"
-    assert [line.split()[0] for line in lines[1:-1]] == [
+    statuses = [line for line in lines[1:-2] if not line.startswith("  | ")]
+    assert [line.split()[0] for line in statuses] == [
         "REQUESTED",
         "INITIALIZED",
         "SCHEDULED",
@@ -164,6 +189,12 @@ async def test_deploy_follows_the_deployment_and_exits_0_once_it_runs(
         "STARTING",
         "RUNNING",
     ]
+    assert all(line.split()[1].startswith("+") for line in statuses)  # time since the request
+    # The build log, in order, under the stage that wrote it.
+    building = lines.index(next(line for line in lines if line.startswith("BUILDING")))
+    assert lines[building + 1 : building + 4] == [f"  | {text}" for text in output]
+    assert lines[-2].startswith("took: REQUESTED ")
+    assert ", BUILDING " in lines[-2]
     assert lines[-1] == "hello is running at http://hello.apps.example.com"
     assert err == ""
 
@@ -173,7 +204,8 @@ async def test_deploy_exits_1_with_the_reason_when_the_deployment_errors(
 ) -> None:
     code, out, err, deployment_id = await _deploy_and_play(api, orchestrator, S.ERRORED)
     assert code == 1
-    assert out.splitlines()[-1].startswith("ERRORED")
+    assert out.splitlines()[-2].startswith("ERRORED")
+    assert out.splitlines()[-1].startswith("took: REQUESTED ")
     assert err == (
         f"deployment {deployment_id} ERRORED: "
         "pip install failed: no matching distribution for flask==99\n"

@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shipwreck_api.commands import expected_request
-from shipwreck_api.readmodel import LogBuffers, ReadModel
+from shipwreck_api.readmodel import (
+    Key,
+    LogBuffers,
+    NodesView,
+    ReadModel,
+    diff_states,
+    fold_deployment,
+    state_at,
+    status_changes,
+)
 from shipwreck_contracts import (
+    AppWatchChanged,
+    DeploymentEvent,
     DeploymentRequested,
     DeploymentStatus,
+    DeploymentSuperseded,
     LogLine,
     LogStream,
     NodeDrained,
@@ -21,6 +33,7 @@ from shipwreck_contracts import (
     NodeLost,
     NodeStatus,
     Trigger,
+    tag_of,
 )
 from tests.unit.test_api_story import (
     NODE,
@@ -252,9 +265,168 @@ def test_log_buffers_order_dedupe_and_bound() -> None:
     assert [line.sequence for line in buffers.lines(NODE)] == [0, 1, 2]
     assert not buffers.add(_line(2))
     buffers.add(_line(0, attempt=2))
-    assert [(x.attempt, x.sequence) for x in buffers.lines(NODE)] == [(1, 1), (1, 2), (2, 0)]
+    # The oldest line was rotated out: a SYSTEM line stands in for it, with its place.
+    notice, *kept = buffers.lines(NODE)
+    assert [(x.attempt, x.sequence) for x in kept] == [(1, 1), (1, 2), (2, 0)]
+    assert (notice.stream, notice.attempt, notice.sequence) == (LogStream.SYSTEM, 1, 0)
+    assert notice.text.startswith("1 earlier line dropped")
     others = [uuid.uuid4(), uuid.uuid4()]
     for d in others:
         buffers.add(_line(0, d=d))
     assert buffers.lines(NODE) == []  # the least recently active deployment went first
     assert all(buffers.lines(d) for d in others)
+
+
+# --- sequence, resuming, folding incrementally ---------------------------------------------------
+
+
+def test_in_order_events_extend_the_record_to_what_a_full_fold_gives() -> None:
+    s = story()
+    model = _model(s.relayed)
+    for deployment_id in (s.first, s.second, s.failed, s.cancelled, s.other):
+        record = model.deployment(deployment_id)
+        assert record is not None
+        events = [
+            ((r.origin, r.position, tag_of(r.message)), r.message)
+            for r in s.relayed
+            if getattr(r.message, "deployment_id", None) == deployment_id
+        ]
+        assert record == fold_deployment(deployment_id, events)
+        assert record.sequence == len(record.events) == len(events)
+
+
+def test_status_changes_after_a_sequence_are_the_states_a_client_missed() -> None:
+    d, relayed = deployment(Log(), app="web")
+    record = _model(relayed).deployment(d)
+    assert record is not None
+    states = list(status_changes(record, after=3))  # it saw REQUESTED, INITIALIZED, SCHEDULED
+    assert [(r.sequence, r.status) for r in states] == [
+        (4, S.CLONING),
+        (5, S.BUILDING),
+        (6, S.STARTING),
+        (7, S.RUNNING),
+    ]
+    assert states[-1] is record
+    assert states[0].history == record.history[:4]
+    assert states[1].commit == sha(1)  # each state is the fold of the events up to it
+    assert list(status_changes(record, after=7)) == []
+    # Before its first event a deployment is REQUESTED: the first event is not a change.
+    assert [r.sequence for r in status_changes(record, after=0)][:2] == [2, 3]
+
+
+# --- state at a time, and what changed ------------------------------------------------------------
+
+
+def _at(relayed: list[Relayed], index: int) -> datetime:
+    return relayed[index].message.at
+
+
+def test_state_before_a_redeploy_shows_the_previous_deployment_as_current() -> None:
+    s = story()
+    model = _model(s.relayed)
+    second_requested = next(
+        i
+        for i, r in enumerate(s.relayed)
+        if isinstance(r.message, DeploymentRequested) and r.message.deployment_id == s.second
+    )
+    before = model.state_at(_at(s.relayed, second_requested) - timedelta(milliseconds=1))
+    hello = before.app("hello")
+    assert hello is not None
+    assert hello.current is not None
+    assert hello.current.id == s.first
+    assert hello.current.status is S.RUNNING
+    assert before.deployment(s.second) is None
+    assert before.app("other") is None  # not deployed yet
+    now = model.state_at(_at(s.relayed, -1))
+    now_hello = now.app("hello")
+    assert now_hello is not None
+    assert now_hello.current is not None
+    assert now_hello.current.id == s.second
+
+
+def test_state_in_the_middle_of_a_deployment_shows_its_status_then() -> None:
+    d, relayed = deployment(Log(), app="web")
+    state = _model(relayed).state_at(_at(relayed, 4))  # BUILDING
+    record = state.deployment(d)
+    assert record is not None
+    assert (record.status, record.sequence, record.url) == (S.BUILDING, 5, None)
+    assert state.apps()[0].current is None
+
+
+def test_state_at_reuses_folded_records_without_changing_any_answer() -> None:
+    s = story()
+    model = _model(s.relayed)
+    # The pure function's inputs, straight from the story: every event by deployment / app.
+    events: dict[uuid.UUID, dict[Key, DeploymentEvent]] = {}
+    watch: dict[str, dict[Key, AppWatchChanged]] = {}
+    for r in s.relayed:
+        key = (r.origin, r.position, tag_of(r.message))
+        if isinstance(r.message, AppWatchChanged):
+            watch.setdefault(r.message.app, {})[key] = r.message
+        else:
+            events.setdefault(r.message.deployment_id, {})[key] = r.message
+    for item in s.relayed:
+        at = item.message.at
+        fast = model.state_at(at)
+        slow = state_at(at, events, watch)
+        assert fast.records == slow.records
+        assert fast.app_records == slow.app_records
+
+
+def test_diff_across_a_redeploy_names_the_app_and_the_status_changes() -> None:
+    s = story()
+    model = _model(s.relayed)
+    second = [r for r in s.relayed if getattr(r.message, "deployment_id", None) == s.second]
+    start = second[0].message.at - timedelta(milliseconds=1)
+    swap = next(r for r in s.relayed if isinstance(r.message, DeploymentSuperseded))
+    end = swap.message.at
+    diff = diff_states(model.state_at(start), model.state_at(end))
+    assert [
+        (c.app, c.before.id if c.before else None, c.after.id if c.after else None)
+        for c in diff.current
+    ] == [("hello", s.first, s.second)]
+    assert [(c.id, c.before, c.after) for c in diff.deployments] == [
+        (s.first, S.RUNNING, S.SUPERSEDED),
+        (s.second, None, S.RUNNING),
+    ]
+    assert diff.added_apps == ()
+    assert diff.removed_apps == ()
+    later = diff_states(model.state_at(start), model.state_at(_at(s.relayed, -1)))
+    assert later.added_apps == ("other",)
+    backwards = diff_states(model.state_at(_at(s.relayed, -1)), model.state_at(start))
+    assert backwards.removed_apps == ("other",)
+
+
+def test_nodes_at_a_time_show_their_status_and_load_then() -> None:
+    nodes = NodesView(sample_interval=timedelta(seconds=10))
+    for offset, free in ((0, 100), (5, 150), (10, 200), (20, 300)):
+        nodes.apply(_beat(offset, free=free))
+    nodes.apply(NodeLost(node_id=NODE, last_seen_at=T0, at=T0 + timedelta(seconds=30)))
+    assert nodes.at(T0 - timedelta(seconds=1)) == []
+    assert [(r.mem_free_mb, r.status) for r in nodes.at(T0 + timedelta(seconds=12))] == [
+        (200, NodeStatus.READY)
+    ]
+    assert nodes.at(T0 + timedelta(seconds=31))[0].status is NodeStatus.LOST
+    assert nodes.all()[0].status is NodeStatus.LOST
+
+
+# --- log rotation ------------------------------------------------------------------------------
+
+
+def test_log_rotation_counts_what_it_dropped_and_says_so_in_its_place() -> None:
+    buffers = LogBuffers(max_lines=5)
+    for n in range(12):
+        buffers.add(_line(n))
+    assert buffers.dropped(NODE) == 7
+    notice, *kept = buffers.lines(NODE)
+    assert [line.sequence for line in kept] == [7, 8, 9, 10, 11]
+    assert (notice.stream, notice.sequence) == (LogStream.SYSTEM, 6)
+    assert notice.text.startswith("7 earlier lines dropped")
+    # Resuming after a line that was dropped: told how many of the rest are gone.
+    resumed = buffers.lines(NODE, after=(1, 3))
+    assert resumed[0].text.startswith("3 earlier lines dropped")
+    assert [line.sequence for line in resumed[1:]] == [7, 8, 9, 10, 11]
+    # After the notice's own place, or after a kept line: exactly the kept lines after it.
+    assert [line.sequence for line in buffers.lines(NODE, after=(1, 6))] == [7, 8, 9, 10, 11]
+    assert [line.sequence for line in buffers.lines(NODE, after=(1, 9))] == [10, 11]
+    assert not buffers.add(_line(2))  # older than what was rotated out

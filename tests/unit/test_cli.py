@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import io
+import json
 import socket
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from shipwreck_cli import render
-from shipwreck_cli.cli import Io, Progress, build_parser, main
+from shipwreck_cli.cli import FollowView, Io, build_parser, main
 from shipwreck_cli.client import ApiClient, CliError, _websocket_url, resolve_token
+from shipwreck_cli.times import BadTime, parse_time, shield_negative
 
 DEPLOYMENT = {
     "id": "3f1c",
@@ -159,10 +162,167 @@ def test_deployments_apps_and_nodes_tables() -> None:
     assert nodes.splitlines()[1].split()[-1] == "1"
 
 
-def test_progress_prints_one_plain_line_per_status_change_when_not_a_terminal() -> None:
+def test_following_on_a_pipe_prints_each_status_once_with_its_time_and_the_log_lines() -> None:
     out = io.StringIO()
-    progress = Progress(Io(out, io.StringIO(), tty=False))
-    for status in ("REQUESTED", "REQUESTED", "BUILDING"):
-        progress.update({**DEPLOYMENT, "status": status})
-    progress.close()
-    assert out.getvalue().splitlines() == ["REQUESTED    failed [x]", "BUILDING     failed [x]"]
+    view = FollowView(Io(out, io.StringIO(), tty=False))
+    first = {**DEPLOYMENT, "status": "REQUESTED", "history": DEPLOYMENT["history"][:1]}
+    view.update(first)
+    view.update(first)  # the same again: nothing new
+    view.log({"text": "Step 1/3 : FROM python"})
+    view.update(DEPLOYMENT)
+    view.close()
+    assert out.getvalue().splitlines() == [
+        "REQUESTED      +0.0s  requested",
+        "  | Step 1/3 : FROM python",
+        "ERRORED        +0.0s  failed [x]",  # 04:04:05+01:00 is 03:04:05 UTC
+    ]
+
+
+def test_stages_last_until_the_next_one_and_the_current_one_until_now() -> None:
+    history = [
+        {"status": "CLONING", "at": "2026-01-02T03:04:05+00:00", "message": "a"},
+        {"status": "BUILDING", "at": "2026-01-02T03:04:06.500000+00:00", "message": "b"},
+    ]
+    now = datetime(2026, 1, 2, 3, 4, 16, 500000, tzinfo=UTC)
+    assert render.stages(history, now) == [
+        ("CLONING", 1.5, "a", True),
+        ("BUILDING", 10.0, "b", False),
+    ]
+    assert render.stage_summary(history) == "CLONING 1.5s"
+    assert [render.duration(s) for s in (0.04, 59.9, 125, 3720)] == [
+        "0.0s",
+        "59.9s",
+        "2m05s",
+        "1h02m",
+    ]
+
+
+def test_times_are_iso_or_now_or_a_duration_back() -> None:
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert parse_time("now", now) == now
+    assert parse_time("-5m", now) == now - timedelta(minutes=5)
+    assert parse_time("1h30m", now) == now - timedelta(hours=1, minutes=30)
+    assert parse_time("2d ago", now) == now - timedelta(days=2)
+    assert parse_time("2026-01-01T00:00:00Z", now) == datetime(2026, 1, 1, tzinfo=UTC)
+    assert parse_time("2026-01-01T02:00:00+02:00", now) == datetime(2026, 1, 1, tzinfo=UTC)
+    naive = parse_time("2026-01-01T00:00:00", now)
+    assert naive == datetime(2026, 1, 1).astimezone().astimezone(UTC)  # local time
+    with pytest.raises(BadTime, match="is not a time"):
+        parse_time("yesterday-ish", now)
+
+
+def test_a_bad_time_is_a_usage_error_before_anything_is_asked() -> None:
+    code, out, err = _run(["state", "--at", "soon", "--api-url", "http://x", "--token", "t"])
+    assert code == 2
+    assert out == ""
+    assert "'soon' is not a time" in err
+
+
+def test_new_commands_parse_their_arguments() -> None:
+    parser = build_parser()
+    assert shield_negative(["diff", "-1h", "-5m", "--at", "-2d"]) == [
+        "diff",
+        "1h ago",
+        "5m ago",
+        "--at",
+        "2d ago",
+    ]
+    assert parser.parse_args(["deploy", "u"]).detach is False
+    assert parser.parse_args(["deploy", "u", "--follow"]).detach is False
+    assert parser.parse_args(["deploy", "u", "--no-follow"]).detach is True
+    with pytest.raises(SystemExit):
+        parser.parse_args(["deploy", "u", "--follow", "--no-follow"])
+    logs = parser.parse_args(["logs", "hello", "-f"])
+    assert (logs.target, logs.follow) == ("hello", True)
+    assert parser.parse_args(["logs", "hello"]).follow is False
+    assert parser.parse_args(["state", "--at", "5m ago"]).at == "5m ago"
+    diff = parser.parse_args(["diff", "1h ago"])
+    assert (diff.since, diff.until) == ("1h ago", "now")
+    assert parser.parse_args(["events", "x"]).target == "x"
+    assert parser.parse_args(["projections", "rebuild"]).timeout == 120.0
+    with pytest.raises(SystemExit):
+        parser.parse_args(["projections"])
+
+
+def test_events_show_sequence_time_type_and_key_data() -> None:
+    data = json.dumps(
+        {
+            "type": "deployment.running.v1",
+            "deployment_id": "d",
+            "app": "hello",
+            "commit": "0123456789abcdef0123456789abcdef01234567",
+            "url": "http://hello",
+            "warnings": [],
+            "scores": [{"a": 1}, {"b": 2}],
+            "at": "2026-01-02T03:04:05Z",
+        }
+    )
+    text = render.events_table(
+        [
+            {
+                "sequence": 7,
+                "at": "2026-01-02T03:04:05+00:00",
+                "type": "deployment.running.v1",
+                "data": data,
+            }
+        ]
+    )
+    header, row = text.splitlines()
+    assert header.split() == ["SEQ", "TIME", "TYPE", "DATA"]
+    assert row.split() == [
+        "7",
+        "2026-01-02",
+        "03:04:05",
+        "deployment.running.v1",
+        "app=hello",
+        "commit=0123456789ab",
+        "url=http://hello",
+        "scores=2",
+        "item(s)",
+    ]
+
+
+def test_diff_text_names_apps_current_deployments_and_status_changes() -> None:
+    text = render.diff_text(
+        {
+            "from": "2026-01-02T03:00:00+00:00",
+            "to": "2026-01-02T04:00:00+00:00",
+            "addedApps": ["other"],
+            "removedApps": [],
+            "apps": [
+                {
+                    "name": "hello",
+                    "before": {"id": "a1", "commit": "1" * 40},
+                    "after": {"id": "b2", "commit": "2" * 40},
+                }
+            ],
+            "deployments": [
+                {"id": "a1", "app": "hello", "before": "RUNNING", "after": "SUPERSEDED"},
+                {"id": "b2", "app": "hello", "before": None, "after": "RUNNING"},
+            ],
+        }
+    )
+    lines = text.splitlines()
+    assert lines[0] == "from 2026-01-02 03:00:00 to 2026-01-02 04:00:00 UTC"
+    assert "apps added: other" in lines
+    assert f"  hello: a1 ({'1' * 12}) -> b2 ({'2' * 12})" in lines
+    assert lines[-2].split() == ["a1", "hello", "RUNNING", "SUPERSEDED"]
+    assert lines[-1].split() == ["b2", "hello", "-", "RUNNING"]
+    empty = render.diff_text({"from": None, "to": None, "apps": [], "deployments": []})
+    assert empty.splitlines()[-1] == "(no changes)"
+
+
+def test_rebuild_text_says_what_the_rebuild_did() -> None:
+    counts = {"deployments": 3, "apps": 2, "events": 20}
+    done = render.rebuild_text(
+        {"complete": True, "seconds": 1.25, "lastPosition": 42, "before": counts, "after": counts}
+    )
+    assert done.splitlines() == [
+        "read model rebuilt in 1.2s from a replay up to position 42: "
+        "3 deployments, 2 apps, 20 events",
+        "before: 3 deployments, 2 apps, 20 events",
+    ]
+    pending = render.rebuild_text(
+        {"complete": False, "seconds": 60, "lastPosition": None, "before": counts, "after": counts}
+    )
+    assert pending.startswith("the replay has not finished after 1m00s; the rebuild goes on")

@@ -22,6 +22,9 @@ def main() -> int:
         port=settings.api_port,
         log_config=None,
         ws="websockets-sansio",
+        # Updates are small JSON frames sent to many subscribers: compressing each one for
+        # each subscriber costs more CPU than the bytes it saves.
+        ws_per_message_deflate=False,
         lifespan="on",
     )
     try:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aiormq.exceptions import AMQPError
-from faststream import AckPolicy
-from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
-from faststream.rabbit.annotations import RabbitMessage
+from faststream.rabbit import RabbitBroker
 from litestar import Litestar, Request, Response, get, post
 from litestar.types import Scope
 from strawberry.litestar import make_graphql_controller
@@ -26,7 +27,9 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from shipwreck_api.auth import ADMIN, actor_of, bearer_guard, resolve_token
 from shipwreck_api.commands import Actions, CommandBus, RabbitCommandBus
+from shipwreck_api.fanout import encode_frame
 from shipwreck_api.live import LIVE_TAGS, Live
+from shipwreck_api.ordering import InOrder
 from shipwreck_api.readmodel import ReadModel
 from shipwreck_api.schema import ApiContext, schema
 from shipwreck_api.settings import ApiSettings
@@ -34,18 +37,66 @@ from shipwreck_api.webhooks import Ignored, WebhookError, parse_push
 from shipwreck_contracts import ReplayRequested, WebhookReceived
 from shipwreck_contracts.gitpolicy import Resolver, resolve_host
 from shipwreck_messaging import (
+    EXCHANGE,
     PublishFailed,
     create_broker,
     declare_topology,
-    events_exchange,
     publish,
 )
 from shipwreck_messaging.routes import TOPOLOGY
 from shipwreck_runtime import BackgroundTasks
 
-# The update queue's handler does no I/O and the read model is order-independent, so many
-# deliveries may be in flight at once: a replay of a long log is not paced by round trips.
+# The update queue's handler does no I/O, so many deliveries may be in flight at once: a
+# replay of a long log is not paced by round trips.
 UPDATE_PREFETCH = 256
+
+
+class UpdateFeed:
+    """The api's exclusive update queue, consumed with aio-pika itself.
+
+    This queue is the api's hot path: every log line, heartbeat and event, and the whole
+    orchestrator log on a rebuild. Consuming it through FastStream's subscriber pipeline
+    (middlewares, dependency injection, an injected message resolved in a worker thread)
+    cost about three times the handling itself, so the feed takes raw deliveries; their
+    bodies are decoded by the contracts' own decoder. Commands and the topology still go
+    through the FastStream broker.
+    """
+
+    def __init__(
+        self,
+        amqp_url: str,
+        queue: str,
+        on_message: Callable[[AbstractIncomingMessage], Awaitable[None]],
+        *,
+        prefetch: int = UPDATE_PREFETCH,
+    ) -> None:
+        self.amqp_url = amqp_url
+        self.queue = queue
+        self.on_message = on_message
+        self.prefetch = prefetch
+        self._connection: AbstractRobustConnection | None = None
+
+    async def start(self) -> None:
+        """Declare the queue on a connection of its own, bind every live tag, consume."""
+        self._connection = await aio_pika.connect_robust(
+            self.amqp_url, client_properties={"connection_name": f"api {self.queue}"}
+        )
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=self.prefetch)
+        exchange = await channel.declare_exchange(
+            EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        # Exclusive to this connection: it disappears with the process.
+        queue = await channel.declare_queue(self.queue, exclusive=True, auto_delete=True)
+        for tag in LIVE_TAGS:
+            await queue.bind(exchange, routing_key=tag)
+        await queue.consume(self.on_message)
+
+    async def stop(self) -> None:
+        """Close the connection (and with it the queue)."""
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
 
 
 def create_app(
@@ -61,39 +112,62 @@ def create_app(
     log = logger or logging.getLogger("shipwreck.api")
     broker = broker or create_broker(settings.amqp_url, app_id="api")
     live = live or Live(
-        ReadModel(log_lines=settings.log_buffer_lines),
+        ReadModel(
+            log_lines=settings.log_buffer_lines,
+            log_deployments=settings.log_buffer_deployments,
+        ),
         origin=settings.replay_origin,
         queue_size=settings.subscriber_queue_size,
         log_queue_size=settings.log_subscriber_queue_size,
         unknown_wait=settings.unknown_deployment_wait_seconds,
     )
+
+    # One exclusive queue per api process: every process sees every update, and the queue
+    # disappears with the process (DESIGN section 8). It is also where the replay is sent.
+    updates = f"api.updates.{uuid.uuid4().hex[:12]}"
+
+    async def ask_for_replay() -> None:
+        """Publish one replay request whose answer comes to this process's queue."""
+        now = datetime.now(UTC)
+        live.replay_requesting(now)
+        # Mandatory: if no queue takes the request (the orchestrator's topology is not
+        # declared yet), that is an error rather than a wait for an answer that never comes.
+        await publish(
+            broker,
+            ReplayRequested(
+                origin=settings.replay_origin,
+                reply_to=updates,
+                after_position=0,
+                requested_at=now,
+            ),
+            mandatory=True,
+        )
+        live.replay_requested()
+
     actions = Actions(
         live,
         bus or RabbitCommandBus(broker),
         allow_private=settings.git_allow_private,
         resolve=resolver,
+        request_replay=ask_for_replay,
+        rebuild_timeout=settings.rebuild_timeout_seconds,
     )
     token, token_source = resolve_token(settings.api_token, settings.state_dir)
 
-    # One exclusive queue per api process: every process sees every update, and the queue
-    # disappears with the process (DESIGN section 8). It is also where the replay is sent.
-    updates = RabbitQueue(
-        f"api.updates.{uuid.uuid4().hex[:12]}",
-        exclusive=True,
-        auto_delete=True,
-        routing_key=LIVE_TAGS[0],
-    )
+    # Many deliveries in flight (the prefetch), applied in the queue's order.
+    in_order = InOrder(live.receive_raw)
 
-    # ACK, not NACK_ON_ERROR: the handler never raises, and this queue has no delivery
-    # limit, so a requeued message would come back forever.
-    @broker.subscriber(
-        updates,
-        events_exchange(),
-        channel=Channel(prefetch_count=UPDATE_PREFETCH),
-        ack_policy=AckPolicy.ACK,
-    )
-    async def on_update(message: RabbitMessage) -> None:
-        live.receive_raw(message.body, message.headers)
+    async def on_update(message: AbstractIncomingMessage) -> None:
+        tag = message.delivery_tag
+        if tag is None:
+            live.receive_raw(message.body, message.headers)
+        else:
+            in_order.deliver(tag, message.body, message.headers)
+        # Acked after handling (which never raises): a requeued message would come back
+        # forever, this queue has no delivery limit.
+        await message.ack()
+
+    feed = UpdateFeed(settings.amqp_url, updates, on_update)
 
     async def context_getter(scope: Scope) -> dict[str, Any]:
         return {"api": ApiContext(live=live, actions=actions, actor=actor_of(scope))}
@@ -110,22 +184,23 @@ def create_app(
     class GraphQL(graphql):  # type: ignore[misc, valid-type]
         guards = [bearer_guard({token: ADMIN})]
 
+        def encode_json(self, data: object) -> str | bytes:
+            # A subscription update shared by many subscribers is encoded once (fanout).
+            if isinstance(data, dict):
+                frame = encode_frame(data)
+                if frame is not None:
+                    return frame
+            encoded: str | bytes = super().encode_json(data)
+            return encoded
+
     @get("/healthz")
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "readModel": live.replay.as_json()}
 
     async def request_replay() -> None:
-        message = ReplayRequested(
-            origin=settings.replay_origin,
-            reply_to=updates.name,
-            after_position=0,
-            requested_at=datetime.now(UTC),
-        )
         while True:
             try:
-                # Mandatory: if no queue takes the request yet (the orchestrator's topology
-                # is not declared), ask again rather than wait for an answer that never comes.
-                await publish(broker, message, mandatory=True)
+                await ask_for_replay()
             except (PublishFailed, AMQPError, ConnectionError, OSError) as e:
                 # Not routed (no queue yet), or RabbitMQ away: the rebuild waits for it.
                 log.warning(
@@ -135,7 +210,6 @@ def create_app(
                 )
                 await asyncio.sleep(settings.replay_retry_seconds)
                 continue
-            live.replay.requested_at = message.requested_at
             log.info("read model rebuilding: asked %s to replay its log", settings.replay_origin)
             return
 
@@ -182,10 +256,7 @@ def create_app(
     async def start() -> None:
         await broker.start()
         await declare_topology(broker, TOPOLOGY)
-        exchange = await broker.declare_exchange(events_exchange())
-        queue = await broker.declare_queue(updates)
-        for tag in LIVE_TAGS[1:]:
-            await queue.bind(exchange, routing_key=tag)
+        await feed.start()
         await background.start()
         log.info(
             "api ready: http://%s:%d/graphql (token from %s)",
@@ -196,6 +267,7 @@ def create_app(
 
     async def stop() -> None:
         await background.stop()
+        await feed.stop()
         await broker.stop()
         log.info("api stopped")
 

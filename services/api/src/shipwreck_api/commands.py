@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
@@ -22,7 +22,7 @@ from aiormq.exceptions import AMQPError
 from faststream.rabbit import RabbitBroker
 
 from shipwreck_api.errors import NotFound, Refused, Unavailable
-from shipwreck_api.live import Live
+from shipwreck_api.live import Live, RebuildOutcome
 from shipwreck_api.readmodel import AppRecord, DeploymentRecord, fold_deployment
 from shipwreck_contracts import (
     CancelDeployment,
@@ -100,10 +100,10 @@ def expected_request(
         at=at,
     )
     # Folded by the same code as real events, so the answer cannot drift from what the read
-    # model will show; no event has been recorded yet, hence no events.
+    # model will show; no event has been recorded yet, hence no events (sequence 0).
     record = fold_deployment(deployment_id, [(("", 0, tag_of(requested)), requested)])
     assert record is not None  # a DeploymentRequested always folds to a record
-    return replace(record, events=())
+    return replace(record, events=(), sequence=0)
 
 
 @dataclass
@@ -116,6 +116,9 @@ class Actions:
     resolve: Resolver = resolve_host
     clock: Callable[[], datetime] = _now
     new_id: Callable[[], uuid.UUID] = field(default=uuid.uuid4)
+    request_replay: Callable[[], Awaitable[None]] | None = None
+    """Publishes one replay request to this process's queue (None: this api cannot)."""
+    rebuild_timeout: float = 60.0
 
     async def deploy(
         self, *, repo_url: str, branch: str, watch: bool, actor: str
@@ -221,6 +224,18 @@ class Actions:
         )
         log.info("%s asked to %s app %s", actor, "watch" if watching else "unwatch", app)
         return replace(known, watching=watching)
+
+    async def rebuild(self, *, actor: str) -> RebuildOutcome:
+        """Drop the read model and rebuild it from a replay of the orchestrator's log."""
+        if self.request_replay is None:
+            raise Unavailable("this api process has no queue to receive a replay on")
+        log.info("%s asked to rebuild the read model", actor)
+        try:
+            return await self.live.rebuild(self.request_replay, wait=self.rebuild_timeout)
+        except PublishFailed as e:
+            raise Unavailable(f"the replay request was not delivered: {e}") from None
+        except (AMQPError, ConnectionError, OSError) as e:
+            raise Unavailable(f"the replay request was not delivered: RabbitMQ: {e}") from None
 
     # -- helpers --------------------------------------------------------------------------------
 

@@ -4,7 +4,14 @@ One :class:`Live` per api process. Its ``receive`` is called for every message o
 exclusive queue (live events, the replay, heartbeats, log lines); a change is computed
 once and handed to every GraphQL subscriber through the broadcasters. It also tracks the
 rebuild: until the orchestrator's ``ReplayFinished`` arrives, the read model is
-"rebuilding" (queries answer, possibly incompletely).
+"rebuilding" (queries answer, possibly incompletely), and :meth:`Live.rebuild` drops the
+read model and waits for a new replay.
+
+Subscribers can resume: deployments carry a ``sequence`` (how many of their events are
+folded) and log lines an ``(attempt, sequence)``; a subscriber that says what it has seen
+gets what came after, computed from the stored events and the log buffer. The same
+mechanism fills the gap when a subscriber fell so far behind that its bounded queue dropped
+items: nobody blocks anybody, memory stays bounded, and nothing is skipped silently.
 """
 
 from __future__ import annotations
@@ -12,16 +19,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import msgspec
 
 from shipwreck_api.broadcast import Broadcaster, Overflow, Subscription
 from shipwreck_api.errors import NotFound
-from shipwreck_api.readmodel import Change, DeploymentRecord, ReadModel
+from shipwreck_api.readmodel import (
+    AppRecord,
+    Change,
+    Counts,
+    DeploymentRecord,
+    LogKey,
+    ReadModel,
+    log_key,
+    status_at,
+    status_changes,
+)
 from shipwreck_contracts import (
     AppWatchChanged,
     DeploymentCancelled,
@@ -31,6 +48,7 @@ from shipwreck_contracts import (
     DeploymentRequested,
     DeploymentRunning,
     DeploymentScheduled,
+    DeploymentStatus,
     DeploymentStopped,
     DeploymentSuperseded,
     LogLine,
@@ -85,6 +103,9 @@ class ReplayState:
     requested_at: datetime | None = None
     finished_at: datetime | None = None
     last_position: int | None = None
+    answer: int | None = None
+    """Which ReplayFinished (1st, 2nd, ... of this process) answers this rebuild's request."""
+    done: asyncio.Event = field(default_factory=asyncio.Event, repr=False, compare=False)
 
     @property
     def rebuilding(self) -> bool:
@@ -102,6 +123,23 @@ class ReplayState:
         }
 
 
+@dataclass(frozen=True)
+class RebuildOutcome:
+    """What a rebuild did: counts before and after, and whether the replay finished."""
+
+    requested_at: datetime
+    finished_at: datetime | None
+    last_position: int | None
+    before: Counts
+    after: Counts
+    seconds: float
+
+    @property
+    def complete(self) -> bool:
+        """Whether the orchestrator's ReplayFinished arrived within the timeout."""
+        return self.finished_at is not None
+
+
 class Live:
     """The read model of one api process, kept current and watched by subscribers."""
 
@@ -114,19 +152,30 @@ class Live:
         log_queue_size: int = 1000,
         unknown_wait: float = 10.0,
         log_grace: float = 2.0,
+        settle: float = 0.05,
     ) -> None:
         self.model = model if model is not None else ReadModel()
         self.replay = ReplayState(origin)
-        # A status subscriber only needs the latest state: drop its oldest if it lags.
+        # Every subscriber has a bounded queue and never blocks the publisher; one that
+        # falls behind loses its oldest items and refills what it missed from the read
+        # model (stored events, the log buffer) when it catches up.
         self.updates: Broadcaster[uuid.UUID, DeploymentRecord] = Broadcaster(
             maxsize=queue_size, overflow=Overflow.DROP_OLDEST
         )
-        # A log subscriber must not silently miss lines: disconnect it if it lags.
         self.logs: Broadcaster[uuid.UUID, LogItem] = Broadcaster(
-            maxsize=log_queue_size, overflow=Overflow.DISCONNECT
+            maxsize=log_queue_size, overflow=Overflow.DROP_OLDEST
+        )
+        self.apps: Broadcaster[str, AppRecord] = Broadcaster(
+            maxsize=queue_size, overflow=Overflow.DROP_OLDEST
         )
         self.unknown_wait = unknown_wait
         self.log_grace = log_grace
+        self.settle = settle
+        self._replays_requested = 0
+        self._replays_finished = 0
+        self._previous: ReadModel | None = None
+        self._rebuild_lock = asyncio.Lock()
+        self._last_tracked = 0.0
 
     # -- incoming --------------------------------------------------------------------------------
 
@@ -166,6 +215,7 @@ class Live:
                     # Without its log position the event cannot be ordered or deduplicated.
                     log.warning("ignoring %s without origin/position headers", tag_of(message))
                     return
+                self._last_tracked = _loop_time()
                 self._announce(
                     self.model.apply(message, origin=str(origin), position=int(position))
                 )
@@ -175,11 +225,7 @@ class Live:
                 if self.model.apply_log(message):
                     self.logs.publish(message.deployment_id, message)
             case ReplayFinished(origin=origin) if origin == self.replay.origin:
-                self.replay.finished_at = message.at
-                self.replay.last_position = message.last_position
-                log.info(
-                    "read model rebuilt from %s up to position %d", origin, message.last_position
-                )
+                self._replay_finished(message)
             case _:
                 # A replay brings every message the writer published, work for nodes too.
                 log.debug("update queue: %s is not for the api", type(message).__name__)
@@ -190,48 +236,198 @@ class Live:
         self.updates.publish(record.id, record)
 
     def _announce(self, change: Change) -> None:
+        apps = set(change.watched)
         for deployment_id, before in change.deployments.items():
             record = self.model.deployment(deployment_id)
             if record is None or record.status == before:
                 continue
             self.updates.publish(deployment_id, record)
             self.logs.publish(deployment_id, record)
+            if record.app is not None:
+                apps.add(record.app)
+        for name in apps:
+            # An app is folded only for its subscribers, once for all of them.
+            if self.apps.subscriber_count(name):
+                app = self.model.app(name)
+                if app is not None:
+                    self.apps.publish(name, app)
+
+    # -- the replay, and rebuilding ----------------------------------------------------------------
+
+    def replay_requesting(self, at: datetime) -> None:
+        """Say that a replay request is about to be published for the current rebuild.
+
+        Called before publishing: the answer may be handled before the publish returns.
+        """
+        if self.replay.answer is None:
+            self.replay.answer = self._replays_requested + 1
+        if self.replay.requested_at is None:
+            self.replay.requested_at = at
+
+    def replay_requested(self) -> None:
+        """Say that the replay request announced by :meth:`replay_requesting` was published."""
+        self._replays_requested += 1
+
+    def _replay_finished(self, message: ReplayFinished) -> None:
+        # The orchestrator answers requests in order, one ReplayFinished each: the n-th one
+        # answers the n-th request, and an answer to an earlier request (before a rebuild
+        # dropped the model) does not end the current rebuild.
+        self._replays_finished += 1
+        state = self.replay
+        # Without a request from this process (tests feeding messages), the first answers.
+        answer = state.answer if state.answer is not None else 1
+        if self._replays_finished < answer or state.done.is_set():
+            return
+        state.finished_at = message.at
+        state.last_position = message.last_position
+        previous, self._previous = self._previous, None
+        if previous is not None:
+            # Events received live before the drop and after what the replay covered (the
+            # relay had published them but not yet recorded its position) are not replayed:
+            # keep them from the dropped model.
+            for tracked, origin, position in previous.tracked():
+                if origin == state.origin and position > message.last_position:
+                    self._announce(self.model.apply(tracked, origin=origin, position=position))
+        state.done.set()
+        log.info(
+            "read model rebuilt from %s up to position %d", message.origin, message.last_position
+        )
+
+    async def rebuild(
+        self,
+        request_replay: Callable[[], Awaitable[None]],
+        *,
+        wait: float,
+    ) -> RebuildOutcome:
+        """Drop the read model, ask for a replay, and answer once it has finished.
+
+        ``request_replay`` publishes the request (calling :meth:`replay_requesting` and
+        :meth:`replay_requested`). Answers when the orchestrator's ReplayFinished has arrived
+        and the deliveries before it are folded, or after ``wait`` seconds (the rebuild
+        then goes on; /healthz says when it is done). One rebuild at a time.
+        """
+        async with self._rebuild_lock:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            requested_at = datetime.now(UTC)
+            old = self.model
+            before = old.counts()
+            state = ReplayState(self.replay.origin, answer=self._replays_requested + 1)
+            self._previous, self.model, self.replay = old, old.emptied(), state
+            log.info("read model dropped: rebuilding from a replay of %s", state.origin)
+            try:
+                await request_replay()
+            except BaseException:
+                # Nothing will answer: keep the old model, with what arrived meanwhile.
+                dropped, self.model, self._previous = self.model, old, None
+                for tracked, origin, position in dropped.tracked():
+                    self._announce(old.apply(tracked, origin=origin, position=position))
+                self.replay = ReplayState(state.origin, finished_at=datetime.now(UTC))
+                raise
+            try:
+                await asyncio.wait_for(state.done.wait(), wait)
+            except TimeoutError:
+                log.warning("read model rebuild: no ReplayFinished within %.0fs", wait)
+            else:
+                await self._settled(loop.time() + min(wait, 1.0))
+            return RebuildOutcome(
+                requested_at=state.requested_at or requested_at,
+                finished_at=state.finished_at,
+                last_position=state.last_position,
+                before=before,
+                after=self.model.counts(),
+                seconds=loop.time() - started,
+            )
+
+    async def _settled(self, deadline: float) -> None:
+        # Deliveries are handled as concurrent tasks, so a few sent before ReplayFinished may
+        # still be on their way to the read model: wait until none has come for a moment.
+        loop = asyncio.get_running_loop()
+        while True:
+            quiet_for = loop.time() - self._last_tracked
+            if quiet_for >= self.settle or loop.time() >= deadline:
+                return
+            await asyncio.sleep(self.settle - quiet_for)
 
     # -- subscriptions ---------------------------------------------------------------------------
 
-    async def deployment_updates(self, deployment_id: uuid.UUID) -> AsyncIterator[DeploymentRecord]:
-        """The deployment now, then once per status change; ends after a terminal status."""
+    async def deployment_updates(
+        self, deployment_id: uuid.UUID, after: int | None = None
+    ) -> AsyncIterator[DeploymentRecord]:
+        """The deployment once per status change; ends after a terminal status.
+
+        Without ``after``: the deployment now, then each change. With ``after``: each status
+        change after the deployment's ``sequence`` ``after``, in order (what a client that
+        saw it up to there missed), then live ones; nothing it has seen is sent again.
+        """
         with self.updates.subscribe(deployment_id) as subscription:
+            dropped = 0  # what its queue lost, even while the client was reading a yield
             # Subscribing and reading the current state happen without a suspension point
             # in between, so no change can fall between the two.
             record = self.model.deployment(deployment_id)
             if record is None:
                 record = await self._first(subscription, deployment_id)
-            yield record
-            last = record.status
-            while not last.is_terminal:
-                record = await subscription.get()
-                if record.status != last:
-                    last = record.status
-                    yield record
+            last_status: DeploymentStatus | None
+            if after is None:
+                yield record
+                seen, last_status = record.sequence, record.status
+            else:
+                seen, last_status = after, status_at(record, after)
+                if last_status is not None:
+                    for state in status_changes(record, after):
+                        yield state
+                        seen, last_status = state.sequence, state.status
+                    seen = max(seen, record.sequence)
+            while last_status is None or not last_status.is_terminal:
+                item = await subscription.get()
+                if last_status is None:
+                    # Resuming beyond what this process had folded: wait until it has.
+                    last_status = status_at(item, seen)
+                    if last_status is None:
+                        continue
+                if item.sequence <= seen:
+                    continue  # already seen, or the model is being rebuilt below it
+                if subscription.dropped != dropped:
+                    # The queue overflowed: the changes it lost are in the stored events.
+                    dropped = subscription.dropped
+                    for state in status_changes(item, seen, upto=item.sequence - 1):
+                        yield state
+                        seen, last_status = state.sequence, state.status
+                if item.status != last_status:
+                    yield item
+                    last_status = item.status
+                seen = item.sequence
 
-    async def deployment_logs(self, deployment_id: uuid.UUID) -> AsyncIterator[LogLine]:
-        """The lines kept so far, then live ones; ends shortly after a terminal status."""
+    async def deployment_logs(
+        self,
+        deployment_id: uuid.UUID,
+        after: int | None = None,
+        attempt: int | None = None,
+    ) -> AsyncIterator[LogLine]:
+        """The lines kept so far, then live ones; ends shortly after a terminal status.
+
+        With ``after`` (and ``attempt``, default 1): only the lines after line ``after`` of
+        that attempt, so a client that reconnects gets exactly what it missed. Lines rotated
+        out of the buffer are announced by one SYSTEM line saying how many.
+        """
+        cursor: LogKey | None = None if after is None else (attempt or 1, after)
         with self.logs.subscribe(deployment_id) as subscription:
             record = self.model.deployment(deployment_id)
-            backlog = self.model.logs.lines(deployment_id)
-            if record is None and not backlog:
+            backlog = self.model.logs.lines(deployment_id, after=cursor)
+            if record is None and not self.model.logs.known(deployment_id):
                 first = await self._first(subscription, deployment_id)
                 if isinstance(first, LogLine):
-                    backlog = [first]
+                    backlog = self.model.logs.lines(deployment_id, after=cursor)
                 else:
                     record = first
             for line in backlog:
                 yield line
+                cursor = log_key(line)
             if record is not None and record.status.is_terminal:
                 return
             deadline: float | None = None  # set once terminal: late lines may still come
             loop = asyncio.get_running_loop()
+            dropped = 0  # what its queue lost, even while the client was reading the backlog
             while True:
                 timeout = None if deadline is None else deadline - loop.time()
                 if timeout is not None and timeout <= 0:
@@ -240,18 +436,36 @@ class Live:
                     item = await asyncio.wait_for(subscription.get(), timeout)
                 except TimeoutError:
                     return
+                if subscription.dropped != dropped:
+                    # Fell behind: what the queue lost is in the buffer (or said to be gone).
+                    dropped = subscription.dropped
+                    for line in self.model.logs.lines(deployment_id, after=cursor):
+                        yield line
+                        cursor = log_key(line)
+                    current = self.model.deployment(deployment_id)
+                    if current is not None and current.status.is_terminal and deadline is None:
+                        deadline = loop.time() + self.log_grace
                 if isinstance(item, LogLine):
-                    yield item
+                    if cursor is None or log_key(item) > cursor:
+                        yield item
+                        cursor = log_key(item)
                 elif item.status.is_terminal and deadline is None:
                     # Lines travel node -> api directly, the status via the orchestrator:
                     # the last lines may arrive just after it.
                     deadline = loop.time() + self.log_grace
 
-    async def _first(
-        self,
-        subscription: Subscription[uuid.UUID, T],
-        deployment_id: uuid.UUID,
-    ) -> T:
+    async def app_updates(self, name: str) -> AsyncIterator[AppRecord]:
+        """The app now, then again each time one of its deployments changes status (or its
+        watch setting changes). Never ends by itself."""
+        with self.apps.subscribe(name) as subscription:
+            record = self.model.app(name)
+            if record is None:
+                record = await self._first(subscription, f"no app named {name!r}")
+            yield record
+            while True:
+                yield await subscription.get()
+
+    async def _first(self, subscription: Subscription[Any, T], missing: object) -> T:
         # A deployment requested through another api process, or not replayed yet, appears
         # later: wait for it a while, and as long as the read model is rebuilding.
         while True:
@@ -259,4 +473,13 @@ class Live:
                 return await asyncio.wait_for(subscription.get(), self.unknown_wait)
             except TimeoutError:
                 if not self.replay.rebuilding:
-                    raise NotFound(f"no deployment with id {deployment_id}") from None
+                    if isinstance(missing, uuid.UUID):
+                        raise NotFound(f"no deployment with id {missing}") from None
+                    raise NotFound(str(missing)) from None
+
+
+def _loop_time() -> float:
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return 0.0

@@ -11,22 +11,31 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from functools import partial
+from typing import Annotated, Any
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.types import ExecutionContext, Info
 
+from shipwreck_api import readmodel
 from shipwreck_api.commands import Actions
 from shipwreck_api.errors import ApiError, Refused
-from shipwreck_api.live import Live
+from shipwreck_api.fanout import SharedResultExecutor
+from shipwreck_api.live import Live, RebuildOutcome
 from shipwreck_api.readmodel import (
     AppRecord,
+    Counts,
+    CurrentChange,
+    DeploymentChange,
     DeploymentRecord,
     EventEntry,
     HistoryEntry,
     NodeRow,
+    View,
+    diff_states,
 )
 from shipwreck_contracts import DeploymentStatus, LogStream, NodeStatus, Trigger
 from shipwreck_contracts import LogLine as _LogLine
@@ -65,6 +74,15 @@ def _uuid(value: str, what: str = "deployment") -> uuid.UUID:
         return uuid.UUID(value)
     except ValueError:
         raise Refused(f"{value!r} is not a {what} id (a UUID)") from None
+
+
+def _aware(value: datetime) -> datetime:
+    # Events carry aware times; a time given without an offset is taken as UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _view(info: Info[Any, Any], view: View | None) -> View:
+    return view if view is not None else _ctx(info).live.model
 
 
 # --- types -------------------------------------------------------------------------------------
@@ -107,6 +125,10 @@ class DeploymentEvent:
 @strawberry.type(description="One deployment of a repository branch.")
 class Deployment:
     record: strawberry.Private[DeploymentRecord]
+
+    def shared_identity(self) -> object:
+        """The record: one object for every subscriber of one update (see fanout)."""
+        return self.record
 
     @strawberry.field
     def id(self) -> strawberry.ID:
@@ -176,10 +198,46 @@ class Deployment:
     def events(self) -> list[DeploymentEvent]:
         return [DeploymentEvent.of(e) for e in self.record.events]
 
+    @strawberry.field(
+        description=(
+            "How many of its events this view folds (the last event's sequence): it grows "
+            "with every event, so a subscriber can resume with deploymentUpdates(after:)."
+        )
+    )
+    def sequence(self) -> int:
+        return self.record.sequence
+
+    @strawberry.field(
+        description=(
+            "The log lines the api keeps (the newest SHIPWRECK_LOG_BUFFER_LINES), after line "
+            "`after` of `attempt` (default 1) if given; a SYSTEM line stands in for lines "
+            "rotated out."
+        )
+    )
+    def logs(
+        self,
+        info: Info[Any, Any],
+        after: int | None = strawberry.UNSET,
+        attempt: int | None = strawberry.UNSET,
+    ) -> list[LogLine]:
+        cursor = None if after is None or after is strawberry.UNSET else (attempt or 1, after)
+        lines = _ctx(info).live.model.logs.lines(self.record.id, after=cursor)
+        return [LogLine(line=line) for line in lines]
+
+    @strawberry.field(description="How many of its log lines were rotated out of the api's buffer.")
+    def logs_dropped(self, info: Info[Any, Any]) -> int:
+        return _ctx(info).live.model.logs.dropped(self.record.id)
+
 
 @strawberry.type(description="An app: the stable name and route its deployments share.")
 class App:
     record: strawberry.Private[AppRecord]
+    view: strawberry.Private[View | None] = None
+    """Where its deployments are listed from: the live read model, or a past state."""
+
+    def shared_identity(self) -> object:
+        """The record: one object for every subscriber of one update (see fanout)."""
+        return self.record
 
     @strawberry.field
     def name(self) -> str:
@@ -213,13 +271,15 @@ class App:
     def deployments(
         self, info: Info[Any, Any], first: int | None = DEFAULT_PAGE
     ) -> list[Deployment]:
-        records = _ctx(info).live.model.deployments(app=self.record.name, first=_page(first))
+        view = _view(info, self.view)
+        records = view.deployments(app=self.record.name, first=_page(first))
         return [Deployment(record=r) for r in records]
 
 
 @strawberry.type(description="A worker node, as its heartbeats and the scheduler describe it.")
 class Node:
     row: strawberry.Private[NodeRow]
+    view: strawberry.Private[View | None] = None
 
     @strawberry.field
     def id(self) -> strawberry.ID:
@@ -255,12 +315,17 @@ class Node:
 
     @strawberry.field(description="The RUNNING deployments placed on this node.")
     def deployments(self, info: Info[Any, Any]) -> list[Deployment]:
-        return [Deployment(record=r) for r in _ctx(info).live.model.running_on(self.row.node_id)]
+        running = _view(info, self.view).running_on(self.row.node_id)
+        return [Deployment(record=r) for r in running]
 
 
 @strawberry.type(description="One line of a deployment's build, test or runtime output.")
 class LogLine:
     line: strawberry.Private[_LogLine]
+
+    def shared_identity(self) -> object:
+        """The line: one object for every subscriber (see fanout)."""
+        return self.line
 
     @strawberry.field
     def deployment_id(self) -> strawberry.ID:
@@ -294,6 +359,167 @@ class DeployInput:
     watch: bool = strawberry.field(
         default=True, description="Redeploy automatically when the branch gets a new commit."
     )
+
+
+@strawberry.type(description="Apps, deployments and nodes as they were at a moment.")
+class PlatformState:
+    state: strawberry.Private[readmodel.PlatformState]
+
+    @strawberry.field(description="The moment: only events that had happened by then count.")
+    def at(self) -> datetime:
+        return self.state.at
+
+    @strawberry.field(description="Every app of the time, by name.")
+    def apps(self) -> list[App]:
+        return [App(record=r, view=self.state) for r in self.state.apps()]
+
+    @strawberry.field(description="One app as it was.")
+    def app(self, name: str) -> App | None:
+        record = self.state.app(name)
+        return App(record=record, view=self.state) if record else None
+
+    @strawberry.field(description="Deployments of the time, newest first, of one app or of all.")
+    def deployments(
+        self, app: str | None = strawberry.UNSET, first: int | None = DEFAULT_PAGE
+    ) -> list[Deployment]:
+        return [Deployment(record=r) for r in self.state.deployments(app or None, _page(first))]
+
+    @strawberry.field(description="One deployment as it was (null if not requested yet).")
+    def deployment(self, id: strawberry.ID) -> Deployment | None:
+        record = self.state.deployment(_uuid(id))
+        return Deployment(record=record) if record else None
+
+    @strawberry.field(description="Every node that had sent a heartbeat, as it was.")
+    def nodes(self) -> list[Node]:
+        return [Node(row=row, view=self.state) for row in self.state.nodes()]
+
+
+@strawberry.type(description="A deployment whose status differs between two moments.")
+class DeploymentDiff:
+    change: strawberry.Private[DeploymentChange]
+
+    @strawberry.field
+    def id(self) -> strawberry.ID:
+        return strawberry.ID(str(self.change.id))
+
+    @strawberry.field
+    def app(self) -> str | None:
+        return self.change.app
+
+    @strawberry.field(description="Its status at `from` (null: not requested yet).")
+    def before(self) -> DeploymentStatus | None:
+        return self.change.before
+
+    @strawberry.field(description="Its status at `to` (null: not requested yet).")
+    def after(self) -> DeploymentStatus | None:
+        return self.change.after
+
+    @strawberry.field(description="The deployment as it was at `to` (at `from` if gone then).")
+    def deployment(self) -> Deployment:
+        return Deployment(record=self.change.record)
+
+
+@strawberry.type(description="An app whose current deployment differs between two moments.")
+class AppCurrentDiff:
+    change: strawberry.Private[CurrentChange]
+
+    @strawberry.field
+    def name(self) -> str:
+        return self.change.app
+
+    @strawberry.field(description="Its current deployment at `from`.")
+    def before(self) -> Deployment | None:
+        return Deployment(record=self.change.before) if self.change.before else None
+
+    @strawberry.field(description="Its current deployment at `to`.")
+    def after(self) -> Deployment | None:
+        return Deployment(record=self.change.after) if self.change.after else None
+
+
+@strawberry.type(description="What changed between two moments.")
+class StateDiff:
+    diff: strawberry.Private[readmodel.StateDiff]
+
+    @strawberry.field(name="from")
+    def from_(self) -> datetime:
+        return self.diff.before.at
+
+    @strawberry.field
+    def to(self) -> datetime:
+        return self.diff.after.at
+
+    @strawberry.field(description="Deployments whose status changed, oldest request first.")
+    def deployments(self) -> list[DeploymentDiff]:
+        return [DeploymentDiff(change=c) for c in self.diff.deployments]
+
+    @strawberry.field(description="Apps whose current deployment changed, by name.")
+    def apps(self) -> list[AppCurrentDiff]:
+        return [AppCurrentDiff(change=c) for c in self.diff.current]
+
+    @strawberry.field(description="Apps that exist at `to` and did not at `from`.")
+    def added_apps(self) -> list[str]:
+        return list(self.diff.added_apps)
+
+    @strawberry.field(description="Apps that existed at `from` and do not at `to`.")
+    def removed_apps(self) -> list[str]:
+        return list(self.diff.removed_apps)
+
+
+@strawberry.type(description="How much the read model holds.")
+class ReadModelCounts:
+    deployments: int
+    apps: int
+    events: int = strawberry.field(description="The orchestrator's events folded.")
+
+    @staticmethod
+    def of(counts: Counts) -> ReadModelCounts:
+        """The GraphQL view of counts."""
+        return ReadModelCounts(
+            deployments=counts.deployments, apps=counts.apps, events=counts.events
+        )
+
+
+@strawberry.type(description="The api's read model: rebuilt from the orchestrator's log.")
+class ReadModelStatus:
+    rebuilding: bool = strawberry.field(description="Whether the replay has not finished yet.")
+    origin: str = strawberry.field(description="The event store whose log it is folded from.")
+    requested_at: datetime | None
+    finished_at: datetime | None
+    last_position: int | None = strawberry.field(description="Where the last replay ended.")
+    counts: ReadModelCounts
+
+
+@strawberry.type(description="What rebuildReadModel did.")
+class RebuildResult:
+    outcome: strawberry.Private[RebuildOutcome]
+
+    @strawberry.field(description="Whether the replay finished before the timeout.")
+    def complete(self) -> bool:
+        return self.outcome.complete
+
+    @strawberry.field
+    def requested_at(self) -> datetime:
+        return self.outcome.requested_at
+
+    @strawberry.field(description="When the orchestrator finished replaying (null: not yet).")
+    def finished_at(self) -> datetime | None:
+        return self.outcome.finished_at
+
+    @strawberry.field(description="The last log position replayed.")
+    def last_position(self) -> int | None:
+        return self.outcome.last_position
+
+    @strawberry.field(description="How long the rebuild took, in seconds.")
+    def seconds(self) -> float:
+        return self.outcome.seconds
+
+    @strawberry.field(description="What the read model held before it was dropped.")
+    def before(self) -> ReadModelCounts:
+        return ReadModelCounts.of(self.outcome.before)
+
+    @strawberry.field(description="What it holds now.")
+    def after(self) -> ReadModelCounts:
+        return ReadModelCounts.of(self.outcome.after)
 
 
 # --- operations --------------------------------------------------------------------------------
@@ -330,6 +556,39 @@ class Query:
     @strawberry.field(description="Every node that has sent a heartbeat, by hostname.")
     def nodes(self, info: Info[Any, Any]) -> list[Node]:
         return [Node(row=row) for row in _ctx(info).live.model.nodes.all()]
+
+    @strawberry.field(
+        description=(
+            "The platform as it was at `at`: folded from only the events that had happened "
+            "by then. A time without an offset is UTC."
+        )
+    )
+    def state(self, info: Info[Any, Any], at: datetime) -> PlatformState:
+        return PlatformState(state=_ctx(info).live.model.state_at(_aware(at)))
+
+    @strawberry.field(description="What changed between two moments.")
+    def diff(
+        self,
+        info: Info[Any, Any],
+        from_: Annotated[datetime, strawberry.argument(name="from")],
+        to: datetime,
+    ) -> StateDiff:
+        model = _ctx(info).live.model
+        before, after = model.state_at(_aware(from_)), model.state_at(_aware(to))
+        return StateDiff(diff=diff_states(before, after))
+
+    @strawberry.field(description="Where the read model stands and how much it holds.")
+    def read_model(self, info: Info[Any, Any]) -> ReadModelStatus:
+        live = _ctx(info).live
+        replay = live.replay
+        return ReadModelStatus(
+            rebuilding=replay.rebuilding,
+            origin=replay.origin,
+            requested_at=replay.requested_at,
+            finished_at=replay.finished_at,
+            last_position=replay.last_position,
+            counts=ReadModelCounts.of(live.model.counts()),
+        )
 
 
 @strawberry.type
@@ -376,28 +635,62 @@ class Mutation:
         record = await ctx.actions.set_watch(app=app, watching=watching, actor=ctx.actor)
         return App(record=record)
 
+    @strawberry.mutation(
+        description=(
+            "Drop the read model and rebuild it from a replay of the orchestrator's log; "
+            "answers when the replay has finished, or after SHIPWRECK_REBUILD_TIMEOUT_SECONDS."
+        )
+    )
+    async def rebuild_read_model(self, info: Info[Any, Any]) -> RebuildResult:
+        ctx = _ctx(info)
+        return RebuildResult(outcome=await ctx.actions.rebuild(actor=ctx.actor))
+
 
 @strawberry.type
 class Subscription:
     """Live views, over graphql-transport-ws."""
 
     @strawberry.subscription(
-        description="The deployment now, then once per status change; ends when terminal."
+        description=(
+            "The deployment now, then once per status change; ends when terminal. With "
+            "`after` (a `sequence` already seen): each status change after it, then live ones."
+        )
     )
     async def deployment_updates(
-        self, info: Info[Any, Any], id: strawberry.ID
+        self, info: Info[Any, Any], id: strawberry.ID, after: int | None = strawberry.UNSET
     ) -> AsyncGenerator[Deployment, None]:
-        async for record in _ctx(info).live.deployment_updates(_uuid(id)):
+        resume = None if after is strawberry.UNSET else after
+        async for record in _ctx(info).live.deployment_updates(_uuid(id), after=resume):
             yield Deployment(record=record)
 
     @strawberry.subscription(
-        description="Build, test and runtime output: the lines so far, then live ones."
+        description=(
+            "Build, test and runtime output: the lines so far, then live ones. With `after` "
+            "(and `attempt`, default 1): only the lines after that line. Lines rotated out of "
+            "the api's buffer are announced by a SYSTEM line saying how many."
+        )
     )
     async def deployment_logs(
-        self, info: Info[Any, Any], id: strawberry.ID
+        self,
+        info: Info[Any, Any],
+        id: strawberry.ID,
+        after: int | None = strawberry.UNSET,
+        attempt: int | None = strawberry.UNSET,
     ) -> AsyncGenerator[LogLine, None]:
-        async for line in _ctx(info).live.deployment_logs(_uuid(id)):
+        resume = None if after is strawberry.UNSET else after
+        of = None if attempt is strawberry.UNSET else attempt
+        async for line in _ctx(info).live.deployment_logs(_uuid(id), after=resume, attempt=of):
             yield LogLine(line=line)
+
+    @strawberry.subscription(
+        description=(
+            "The app now, then again each time one of its deployments changes status or its "
+            "watch setting changes."
+        )
+    )
+    async def app_updates(self, info: Info[Any, Any], name: str) -> AsyncGenerator[App, None]:
+        async for record in _ctx(info).live.app_updates(name):
+            yield App(record=record)
 
 
 class ShipwreckSchema(strawberry.Schema):
@@ -412,4 +705,14 @@ class ShipwreckSchema(strawberry.Schema):
             super().process_errors(faults, execution_context)
 
 
-schema = ShipwreckSchema(query=Query, mutation=Mutation, subscription=Subscription)
+schema = ShipwreckSchema(
+    query=Query,
+    mutation=Mutation,
+    subscription=Subscription,
+    # One execution of each update for all the subscribers that selected the same fields.
+    execution_context_class=SharedResultExecutor,
+    # Thousands of clients send the same few documents: parse and validate each once
+    # (a parsed subscription document is kept for as long as the subscription lives).
+    # (the caches are module-level, shared by the extension objects made per operation).
+    extensions=[partial(ParserCache, maxsize=256), partial(ValidationCache, maxsize=256)],
+)

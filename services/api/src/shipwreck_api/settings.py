@@ -18,9 +18,19 @@ class ApiSettings(CommonSettings, frozen=True, kw_only=True):
     - ``SHIPWRECK_REPLAY_ORIGIN``: the event store whose log rebuilds the read model.
     - ``SHIPWRECK_REPLAY_RETRY_SECONDS``: how often to ask again while no queue takes the
       replay request (the orchestrator's topology is not declared yet).
-    - ``SHIPWRECK_SUBSCRIBER_QUEUE_SIZE``/``_LOG_SUBSCRIBER_QUEUE_SIZE``: how far a
-      subscriber may lag before it loses its oldest updates / is disconnected.
-    - ``SHIPWRECK_LOG_BUFFER_LINES``: log lines kept per deployment for late subscribers.
+    - ``SHIPWRECK_SUBSCRIBER_QUEUE_SIZE``/``_LOG_SUBSCRIBER_QUEUE_SIZE``: how many updates /
+      log lines may wait for one subscriber. One that lags further loses its oldest queued
+      items and, when it catches up, gets what it missed from the read model instead
+      (status changes from the stored events, lines from the log buffer), so memory per
+      subscriber is bounded and no subscriber slows another.
+    - ``SHIPWRECK_LOG_BUFFER_LINES``: the bound of each deployment's log buffer (default
+      1000 lines). It rotates: a new line drops the oldest, and a client asking for lines
+      from before the kept ones gets one SYSTEM line "N earlier lines dropped" instead;
+      ``Deployment.logsDropped`` counts them.
+    - ``SHIPWRECK_LOG_BUFFER_DEPLOYMENTS``: how many deployments keep log lines (the most
+      recently active ones; default 200). Memory for logs is bounded by the product.
+    - ``SHIPWRECK_REBUILD_TIMEOUT_SECONDS``: how long ``rebuildReadModel`` waits for the
+      orchestrator's replay before answering (the rebuild goes on afterwards).
     - ``SHIPWRECK_UNKNOWN_DEPLOYMENT_WAIT_SECONDS``: how long a subscription to a deployment
       not known yet waits for it to appear before answering "not found".
     """
@@ -35,5 +45,7 @@ class ApiSettings(CommonSettings, frozen=True, kw_only=True):
     subscriber_queue_size: int = 100
     log_subscriber_queue_size: int = 1000
     log_buffer_lines: int = 1000
+    log_buffer_deployments: int = 200
+    rebuild_timeout_seconds: float = 60.0
     unknown_deployment_wait_seconds: float = 10.0
     webhook_secret: str | None = None

@@ -1,4 +1,6 @@
-"""``shipwreck``: deploy from a Git URL and follow it; list deployments, apps and nodes.
+"""``shipwreck``: deploy from a Git URL and follow it; list deployments, apps and nodes; read
+a deployment's logs and stored events; look at the platform as it was at a time, or at what
+changed between two times; rebuild the api's read model.
 
 Exit codes: 0 success (a followed deployment is RUNNING); 1 the deployment failed (ERRORED,
 CANCELLED, or ended without running) or what was asked about does not exist; 2 the request
@@ -9,15 +11,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
-from collections.abc import Mapping, Sequence
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from rich.console import Console
-from rich.markup import escape
-from rich.status import Status
+from rich.console import Console, Group, RenderableType
+from rich.live import Live as RichLive
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
 
 from shipwreck_cli import render
 from shipwreck_cli.client import (
@@ -27,13 +35,14 @@ from shipwreck_cli.client import (
     SubscriptionLost,
     resolve_token,
 )
+from shipwreck_cli.times import BadTime, parse_time, shield_negative
 
 RUNNING = "RUNNING"
 FINAL = frozenset({"RUNNING", "SUPERSEDED", "STOPPED", "ERRORED", "CANCELLED"})
 """Statuses at which following a deployment stops (RUNNING is where a deploy succeeds)."""
 
 DEPLOYMENT = """
-  id app repoUrl branch commit status trigger actor node url error requestedAt
+  id app repoUrl branch commit status trigger actor node url error requestedAt sequence
   history { status at message }
 """
 
@@ -42,18 +51,40 @@ Q_DEPLOYMENTS = f"query($app: String, $first: Int) {{ deployments(app: $app, fir
 Q_APPS = "{ apps { name repoUrl branch watching url current { status } latest { status } } }"
 Q_NODES = """{ nodes { id hostname status cpuCount memTotalMb memFreeMb loadAvg lastSeenAt
   deployments { id } } }"""
+Q_APP_LATEST = "query($name: String!) { app(name: $name) { name latest { id } } }"
+Q_EVENTS = """query($id: ID!) { deployment(id: $id) { id app status
+  events { sequence at type data } } }"""
+Q_LOGS = """query($id: ID!) { deployment(id: $id) { id
+  logs { attempt stream sequence text } } }"""
+Q_STATE = """query($at: DateTime!, $first: Int) { state(at: $at) { at
+  apps { name repoUrl branch watching url current { status } latest { status } }
+  deployments(first: $first) { id app status commit trigger requestedAt url }
+  nodes { id hostname status cpuCount memTotalMb memFreeMb loadAvg lastSeenAt
+    deployments { id } } } }"""
+Q_DIFF = """query($from: DateTime!, $to: DateTime!) { diff(from: $from, to: $to) { from to
+  addedApps removedApps
+  apps { name before { id commit } after { id commit } }
+  deployments { id app before after } } }"""
+Q_READ_MODEL = """{ readModel { rebuilding origin requestedAt finishedAt lastPosition
+  counts { deployments apps events } } }"""
 M_DEPLOY = f"mutation($input: DeployInput!) {{ deploy(input: $input) {{ {DEPLOYMENT} }} }}"
 M_REDEPLOY = f"mutation($app: String!) {{ redeploy(app: $app) {{ {DEPLOYMENT} }} }}"
 M_ROLLBACK = f"mutation($app: String!, $d: ID!) {{ rollback(app: $app, deploymentId: $d) {{ {DEPLOYMENT} }} }}"  # noqa: E501
 M_CANCEL = f"mutation($id: ID!) {{ cancelDeployment(id: $id) {{ {DEPLOYMENT} }} }}"
 M_STOP = "mutation($app: String!) { stopApp(app: $app) { name } }"
-S_UPDATES = f"subscription($id: ID!) {{ deploymentUpdates(id: $id) {{ {DEPLOYMENT} }} }}"
-S_LOGS = "subscription($id: ID!) { deploymentLogs(id: $id) { stream sequence text } }"
+M_REBUILD = """mutation { rebuildReadModel { complete requestedAt finishedAt lastPosition
+  seconds before { deployments apps events } after { deployments apps events } } }"""
+S_UPDATES = f"subscription($id: ID!, $after: Int) {{ deploymentUpdates(id: $id, after: $after) {{ {DEPLOYMENT} }} }}"  # noqa: E501
+S_LOGS = """subscription($id: ID!, $after: Int, $attempt: Int) {
+  deploymentLogs(id: $id, after: $after, attempt: $attempt) { attempt stream sequence text } }"""
+
+RESUBSCRIBE_ATTEMPTS = 5
+"""How often a dropped subscription is resumed (with ``after``) before giving up."""
 
 
 @dataclass
 class Io:
-    """Where the CLI writes, and whether stdout is a terminal (live line) or not (plain)."""
+    """Where the CLI writes, and whether stdout is a terminal (live display) or not (plain)."""
 
     out: TextIO
     err: TextIO
@@ -68,63 +99,175 @@ class Io:
         print(text, file=self.err, flush=True)
 
 
-class Progress:
-    """Shows a deployment's status changes: one live line on a terminal, else plain lines."""
+class FollowView:
+    """What following a deployment shows: its stages with their durations, and the tail of
+    its build log. On a terminal, a live display that redraws itself; otherwise plain lines,
+    one per status (with the time since the request) and one per log line."""
 
-    def __init__(self, io: Io) -> None:
+    def __init__(self, io: Io, *, tail: int = 10) -> None:
         self.io = io
-        self.last: str | None = None
-        self._status: Status | None = None
+        self.deployment: Mapping[str, Any] | None = None
+        self.tail: deque[str] = deque(maxlen=tail)
+        self._printed = 0
+        self._live: RichLive | None = None
         if io.tty:
-            self._status = Console(file=io.out).status("waiting for the first status")
-            self._status.start()
+            console = Console(file=io.out)
+            self._live = RichLive(
+                console=console,
+                get_renderable=self._render,
+                refresh_per_second=8,
+                transient=False,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
+            self._live.start()
 
     def update(self, deployment: Mapping[str, Any]) -> None:
-        """Show ``deployment``'s status if it changed."""
-        if deployment["status"] == self.last:
+        """Show ``deployment``: every status of its history not shown yet."""
+        self.deployment = deployment
+        history = deployment.get("history") or []
+        if self._live is not None:
+            self._live.refresh()
             return
-        self.last = deployment["status"]
-        line = render.status_line(deployment)
-        if self._status is not None:
-            self._status.update(escape(line))
+        start = render.parse_time(history[0].get("at")) if history else None
+        for entry in history[self._printed :]:
+            at = render.parse_time(entry.get("at"))
+            clock = f"+{render.duration((at - start).total_seconds())}" if at and start else ""
+            line = f"{entry['status'].ljust(11)}  {clock.rjust(7)}  {entry.get('message', '')}"
+            self.io.print(line.rstrip())
+        self._printed = max(self._printed, len(history))
+
+    def log(self, line: Mapping[str, Any]) -> None:
+        """Show one log line (the live display keeps only the last few)."""
+        text = str(line.get("text", ""))
+        if self._live is not None:
+            self.tail.append(text)
+            self._live.refresh()
         else:
-            self.io.print(line)
+            self.io.print(f"  | {text}".rstrip())
+
+    def _render(self) -> RenderableType:
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(width=1)
+        grid.add_column()
+        grid.add_column(justify="right")
+        grid.add_column(overflow="ellipsis", no_wrap=True)
+        history = (self.deployment or {}).get("history") or []
+        now = datetime.now(UTC)
+        shown = render.stages(history, now)
+        for i, (status, seconds, message, finished) in enumerate(shown):
+            last = i == len(shown) - 1
+            final = last and status in FINAL
+            icon: RenderableType
+            if finished or final:
+                ok = status not in {"ERRORED", "CANCELLED"}
+                icon = Text("✓" if ok else "✗", style="green" if ok else "red")
+            else:
+                icon = Spinner("dots", style="cyan")
+            took = "" if final else render.duration(seconds)
+            grid.add_row(icon, Text(status, style="bold"), took, Text(message))
+        if not shown:
+            grid.add_row(Spinner("dots"), Text("waiting for the first status"), "", "")
+        if not self.tail:
+            return grid
+        lines = [
+            Text(f"  │ {t}", style="dim", no_wrap=True, overflow="ellipsis") for t in self.tail
+        ]
+        return Group(grid, *lines)
 
     def close(self) -> None:
-        """Stop the live line (its last state is printed by the caller)."""
-        if self._status is not None:
-            self._status.stop()
-            self._status = None
+        """Stop the live display, leaving its last state on the screen."""
+        if self._live is not None:
+            self._live.refresh()
+            self._live.stop()
+            self._live = None
 
 
 # --- commands ----------------------------------------------------------------------------------
 
 
+async def _updates(
+    client: ApiClient, deployment_id: str, view: FollowView, *, poll_interval: float
+) -> Mapping[str, Any]:
+    """Follow the deployment's status until it is final, resuming a dropped subscription."""
+    seen: int | None = None
+    failures = 0
+    while failures <= RESUBSCRIBE_ATTEMPTS:
+        try:
+            variables = {"id": deployment_id, "after": seen}
+            async for data in client.subscribe(S_UPDATES, variables):
+                deployment = data["deploymentUpdates"]
+                view.update(deployment)
+                seen = deployment.get("sequence", seen)
+                failures = 0
+                if deployment["status"] in FINAL:
+                    return deployment  # type: ignore[no-any-return]
+            break  # completed: the deployment is final, the query below says how
+        except SubscriptionLost:
+            # The websocket dropped (proxy, api restart): resume after what was seen.
+            failures += 1
+            await asyncio.sleep(min(0.2 * 2**failures, 5.0))
+    while True:
+        data = await client.execute(Q_DEPLOYMENT, {"id": deployment_id})
+        deployment = data["deployment"]
+        if deployment is None:
+            raise CliError(f"no deployment with id {deployment_id}", exit_code=1)
+        view.update(deployment)
+        if deployment["status"] in FINAL:
+            return deployment  # type: ignore[no-any-return]
+        await asyncio.sleep(poll_interval)
+
+
+async def stream_logs(
+    client: ApiClient, deployment_id: str, on_line: Callable[[Mapping[str, Any]], None]
+) -> None:
+    """Every log line of the deployment until its stream ends, resuming after the last line
+    received when the subscription drops (the api sends exactly what was missed)."""
+    cursor: tuple[int, int] | None = None
+    failures = 0
+    while True:
+        variables: dict[str, Any] = {"id": deployment_id}
+        if cursor is not None:
+            variables.update(attempt=cursor[0], after=cursor[1])
+        try:
+            async for data in client.subscribe(S_LOGS, variables):
+                line = data["deploymentLogs"]
+                on_line(line)
+                cursor = (int(line.get("attempt", 1)), int(line["sequence"]))
+                failures = 0
+            return
+        except SubscriptionLost:
+            failures += 1
+            if failures > RESUBSCRIBE_ATTEMPTS:
+                raise
+            await asyncio.sleep(min(0.2 * 2**failures, 5.0))
+
+
 async def follow(
     client: ApiClient, deployment_id: str, io: Io, *, poll_interval: float = 1.0
 ) -> Mapping[str, Any]:
-    """Follow a deployment until RUNNING or a terminal status; returns it then."""
-    progress = Progress(io)
+    """Follow a deployment until RUNNING or a terminal status, with its build log; returns it."""
+    view = FollowView(io)
+
+    async def logs() -> None:
+        with contextlib.suppress(CliError):  # the log is a bonus: never fail a deploy over it
+            await stream_logs(client, deployment_id, view.log)
+
+    lines = asyncio.create_task(logs())
     try:
-        try:
-            async for data in client.subscribe(S_UPDATES, {"id": deployment_id}):
-                deployment = data["deploymentUpdates"]
-                progress.update(deployment)
-                if deployment["status"] in FINAL:
-                    return deployment  # type: ignore[no-any-return]
-        except SubscriptionLost:
-            pass  # the websocket dropped (proxy, restart): carry on by asking
-        while True:
-            data = await client.execute(Q_DEPLOYMENT, {"id": deployment_id})
-            deployment = data["deployment"]
-            if deployment is None:
-                raise CliError(f"no deployment with id {deployment_id}", exit_code=1)
-            progress.update(deployment)
-            if deployment["status"] in FINAL:
-                return deployment  # type: ignore[no-any-return]
-            await asyncio.sleep(poll_interval)
+        final = await _updates(client, deployment_id, view, poll_interval=poll_interval)
+        # The node sends lines straight to the api and the status goes via the orchestrator:
+        # the last lines may come just after it. The stream ends a moment after a terminal
+        # status; a RUNNING app's goes on with its output, so only wait briefly.
+        grace = 1.0 if final["status"] != RUNNING else 0.3
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(lines), grace)
+        return final
     finally:
-        progress.close()
+        lines.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await lines
+        view.close()
 
 
 async def _requested(
@@ -134,8 +277,9 @@ async def _requested(
     if detach:
         return 0
     final = await follow(client, deployment["id"], io)
-    if io.tty:
-        io.print(render.status_line(final))
+    took = render.stage_summary(final.get("history") or [])
+    if took:
+        io.print(f"took: {took}")
     if final["status"] == RUNNING:
         io.print(f"{final.get('app') or 'app'} is running at {final.get('url') or '?'}")
         return 0
@@ -205,10 +349,90 @@ async def cmd_nodes(client: ApiClient, io: Io, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _deployment_id(client: ApiClient, ref: str) -> str:
+    """A deployment id as given, or the newest deployment of the app named ``ref``."""
+    try:
+        return str(uuid.UUID(ref))
+    except ValueError:
+        pass
+    data = await client.execute(Q_APP_LATEST, {"name": ref})
+    app = data["app"]
+    if app is None:
+        raise CliError(f"{ref!r} is neither a deployment id nor an app name", exit_code=1)
+    if app["latest"] is None:
+        raise CliError(f"app {ref} has no deployment", exit_code=1)
+    return str(app["latest"]["id"])
+
+
 async def cmd_logs(client: ApiClient, io: Io, args: argparse.Namespace) -> int:
-    """A deployment's output so far, then live, until shortly after it finishes."""
-    async for data in client.subscribe(S_LOGS, {"id": args.id}):
-        io.print(data["deploymentLogs"]["text"])
+    """A deployment's output: the lines the api keeps, or (-f) those then live ones."""
+    deployment_id = await _deployment_id(client, args.target)
+    if args.follow:
+        await stream_logs(client, deployment_id, lambda line: io.print(str(line["text"])))
+        return 0
+    data = await client.execute(Q_LOGS, {"id": deployment_id})
+    if data["deployment"] is None:
+        raise CliError(f"no deployment with id {deployment_id}", exit_code=1)
+    for line in data["deployment"]["logs"]:
+        io.print(str(line["text"]))
+    return 0
+
+
+async def cmd_events(client: ApiClient, io: Io, args: argparse.Namespace) -> int:
+    """A deployment's stored timeline: every event, in order."""
+    deployment_id = await _deployment_id(client, args.target)
+    data = await client.execute(Q_EVENTS, {"id": deployment_id})
+    deployment = data["deployment"]
+    if deployment is None:
+        raise CliError(f"no deployment with id {deployment_id}", exit_code=1)
+    io.print(
+        f"deployment {deployment['id']} ({deployment.get('app') or '-'}, {deployment['status']})"
+    )
+    io.print(render.events_table(deployment["events"]))
+    return 0
+
+
+def _time(text: str) -> str:
+    try:
+        return parse_time(text).isoformat()
+    except BadTime as e:
+        raise CliError(str(e)) from None
+
+
+async def cmd_state(client: ApiClient, io: Io, args: argparse.Namespace) -> int:
+    """The platform as it was at a moment."""
+    data = await client.execute(Q_STATE, {"at": _time(args.at), "first": args.limit})
+    io.print(render.state_text(data["state"]))
+    return 0
+
+
+async def cmd_diff(client: ApiClient, io: Io, args: argparse.Namespace) -> int:
+    """What changed between two moments."""
+    data = await client.execute(Q_DIFF, {"from": _time(args.since), "to": _time(args.until)})
+    io.print(render.diff_text(data["diff"]))
+    return 0
+
+
+async def cmd_projections_rebuild(client: ApiClient, io: Io, args: argparse.Namespace) -> int:
+    """Drop the api's read model and rebuild it from a replay of the orchestrator's log."""
+    # The api answers when the replay has finished (or after its own timeout).
+    client.timeout = max(client.timeout, args.timeout)
+    data = await client.execute(M_REBUILD)
+    result = data["rebuildReadModel"]
+    io.print(render.rebuild_text(result))
+    return 0 if result["complete"] else 1
+
+
+async def cmd_projections_status(client: ApiClient, io: Io, args: argparse.Namespace) -> int:
+    """Where the api's read model stands."""
+    data = await client.execute(Q_READ_MODEL)
+    model = data["readModel"]
+    state = "rebuilding" if model["rebuilding"] else "ready"
+    io.print(
+        f"read model: {state} (from {model['origin']}, up to position "
+        f"{render.or_dash(model.get('lastPosition'))})"
+    )
+    io.print(render.counts_text(model["counts"]))
     return 0
 
 
@@ -291,19 +515,69 @@ def build_parser() -> argparse.ArgumentParser:
     nodes = commands.add_parser("nodes", parents=[common], help="list worker nodes")
     nodes.set_defaults(run=cmd_nodes)
 
-    logs = commands.add_parser("logs", parents=[common], help="a deployment's output, live")
-    logs.add_argument("id")
+    logs = commands.add_parser(
+        "logs", parents=[common], help="a deployment's output (an app's newest deployment)"
+    )
+    logs.add_argument("target", metavar="APP|ID", help="a deployment id, or an app name")
+    logs.add_argument(
+        "--follow", "-f", action="store_true", help="then live lines, until it finishes"
+    )
     logs.set_defaults(run=cmd_logs)
+
+    events = commands.add_parser(
+        "events", parents=[common], help="a deployment's stored timeline of events"
+    )
+    events.add_argument("target", metavar="ID", help="a deployment id (or an app name)")
+    events.set_defaults(run=cmd_events)
+
+    state = commands.add_parser(
+        "state", parents=[common], help="apps, deployments and nodes as they were at a time"
+    )
+    state.add_argument("--at", required=True, help=TIME_HELP)
+    state.add_argument(
+        "--limit", "-n", type=int, default=20, help="deployments to list (default: 20)"
+    )
+    state.set_defaults(run=cmd_state)
+
+    diff = commands.add_parser("diff", parents=[common], help="what changed between two times")
+    diff.add_argument("since", metavar="T1", help=TIME_HELP)
+    diff.add_argument("until", metavar="T2", nargs="?", default="now", help="(default: now)")
+    diff.set_defaults(run=cmd_diff)
+
+    projections = commands.add_parser(
+        "projections", parents=[common], help="the api's read model (a projection of events)"
+    )
+    actions = projections.add_subparsers(dest="action", required=True, metavar="ACTION")
+    rebuild = actions.add_parser(
+        "rebuild", parents=[common], help="drop the read model and rebuild it from a replay"
+    )
+    rebuild.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for the api (default: 120)"
+    )
+    rebuild.set_defaults(run=cmd_projections_rebuild)
+    status_ = actions.add_parser("status", parents=[common], help="where the read model stands")
+    status_.set_defaults(run=cmd_projections_status)
     return parser
 
 
+TIME_HELP = "ISO 8601 (2026-01-02T03:04:05Z; local time without an offset), now, or -5m/-2h/-1d"
+
+
 def _detach_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    follow = parser.add_mutually_exclusive_group()
+    follow.add_argument(
+        "--follow",
+        dest="detach",
+        action="store_false",
+        help="follow it: stages with durations and the build log (the default)",
+    )
+    follow.add_argument(
         "--no-follow",
         dest="detach",
         action="store_true",
         help="print the deployment id and return at once",
     )
+    parser.set_defaults(detach=False)
 
 
 def main(
@@ -316,7 +590,7 @@ def main(
     """Run the command line; returns the exit code."""
     env = os.environ if environ is None else environ
     stdout, stderr = out or sys.stdout, err or sys.stderr
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(shield_negative(list(sys.argv[1:] if argv is None else argv)))
     io = Io(stdout, stderr, tty=stdout.isatty())
     try:
         client = ApiClient(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -128,8 +129,161 @@ def deployment_detail(d: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def status_line(d: Mapping[str, Any]) -> str:
-    """One line for a status change: the status and the newest history message."""
-    history = d.get("history") or []
-    message = history[-1].get("message", "") if history else ""
-    return f"{d['status'].ljust(11)}  {message}".rstrip()
+def parse_time(value: str | None) -> datetime | None:
+    """An ISO timestamp from the API (None if missing or unreadable)."""
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def duration(seconds: float) -> str:
+    """A short duration: ``0.4s``, ``12.3s``, ``2m05s``, ``1h02m``."""
+    seconds = max(seconds, 0.0)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        minutes, rest = divmod(int(seconds), 60)
+        return f"{minutes}m{rest:02d}s"
+    hours, rest = divmod(int(seconds) // 60, 60)
+    return f"{hours}h{rest:02d}m"
+
+
+Stage = tuple[str, float, str, bool]
+"""A status a deployment went through: (status, seconds in it, message, finished)."""
+
+
+def stages(history: Sequence[Mapping[str, Any]], now: datetime | None = None) -> list[Stage]:
+    """Each status of ``history`` with how long it lasted (the last one: until ``now``)."""
+    out: list[Stage] = []
+    for i, entry in enumerate(history):
+        started = parse_time(entry.get("at"))
+        nxt = parse_time(history[i + 1].get("at")) if i + 1 < len(history) else None
+        finished = nxt is not None
+        until = nxt or now
+        seconds = (until - started).total_seconds() if started and until else 0.0
+        out.append((entry["status"], seconds, entry.get("message", ""), finished))
+    return out
+
+
+def stage_summary(history: Sequence[Mapping[str, Any]]) -> str:
+    """One line with the time each finished stage took, e.g. ``CLONING 1.2s, BUILDING 30.5s``."""
+    parts = [f"{status} {duration(s)}" for status, s, _, done in stages(history) if done]
+    return ", ".join(parts)
+
+
+_SKIPPED_DATA = frozenset({"type", "deployment_id", "at"})
+
+
+def event_details(data: str) -> str:
+    """The key facts of an event's JSON, as ``key=value`` pairs."""
+    try:
+        fields = json.loads(data)
+    except json.JSONDecodeError:
+        return data
+    if not isinstance(fields, dict):
+        return str(fields)
+    parts = []
+    for key, value in fields.items():
+        if key in _SKIPPED_DATA or value in (None, "", [], {}):
+            continue
+        if isinstance(value, list):
+            shown = f"{len(value)} item(s)"
+        elif key == "commit" and isinstance(value, str):
+            shown = short_commit(value)
+        else:
+            shown = str(value)
+        parts.append(f"{key}={shown}")
+    return " ".join(parts)
+
+
+def events_table(events: Sequence[Mapping[str, Any]]) -> str:
+    """A deployment's stored timeline: sequence, time, type and the key data of each event."""
+    return table(
+        ("SEQ", "TIME", "TYPE", "DATA"),
+        [
+            (
+                str(e["sequence"]),
+                short_time(e.get("at")),
+                e["type"],
+                event_details(e.get("data") or "{}"),
+            )
+            for e in events
+        ],
+    )
+
+
+def state_text(state: Mapping[str, Any]) -> str:
+    """The platform at a moment: its apps, newest deployments and nodes."""
+    deployments = state.get("deployments") or []
+    return "\n".join(
+        [
+            f"state at {short_time(state.get('at'))} UTC",
+            "",
+            "apps:",
+            apps_table(state.get("apps") or []),
+            "",
+            f"deployments (newest {len(deployments)}):",
+            deployments_table(deployments),
+            "",
+            "nodes:",
+            nodes_table(state.get("nodes") or []),
+        ]
+    )
+
+
+def _deployment_ref(d: Mapping[str, Any] | None) -> str:
+    if not d:
+        return "(none)"
+    return f"{d['id']} ({short_commit(d.get('commit'))})"
+
+
+def diff_text(diff: Mapping[str, Any]) -> str:
+    """What changed between two moments: apps, current deployments, deployment statuses."""
+    lines = [f"from {short_time(diff.get('from'))} to {short_time(diff.get('to'))} UTC"]
+    added, removed = diff.get("addedApps") or [], diff.get("removedApps") or []
+    apps, deployments = diff.get("apps") or [], diff.get("deployments") or []
+    if not (added or removed or apps or deployments):
+        lines.append("(no changes)")
+        return "\n".join(lines)
+    if added:
+        lines.append(f"apps added: {', '.join(added)}")
+    if removed:
+        lines.append(f"apps removed: {', '.join(removed)}")
+    if apps:
+        lines.append("current deployment changed:")
+        for a in apps:
+            before, after = _deployment_ref(a.get("before")), _deployment_ref(a.get("after"))
+            lines.append(f"  {a['name']}: {before} -> {after}")
+    if deployments:
+        lines.append("deployment status changed:")
+        rows = [
+            (d["id"], or_dash(d.get("app")), or_dash(d.get("before")), or_dash(d.get("after")))
+            for d in deployments
+        ]
+        lines.extend(
+            "  " + line for line in table(("ID", "APP", "BEFORE", "AFTER"), rows).splitlines()
+        )
+    return "\n".join(lines)
+
+
+def counts_text(counts: Mapping[str, Any]) -> str:
+    """``N deployments, N apps, N events``."""
+    return f"{counts['deployments']} deployments, {counts['apps']} apps, {counts['events']} events"
+
+
+def rebuild_text(result: Mapping[str, Any]) -> str:
+    """What a rebuild of the read model did."""
+    if result["complete"]:
+        head = (
+            f"read model rebuilt in {duration(result['seconds'])} from a replay up to position "
+            f"{or_dash(result.get('lastPosition'))}: {counts_text(result['after'])}"
+        )
+    else:
+        head = (
+            f"the replay has not finished after {duration(result['seconds'])}; the rebuild goes "
+            f"on (so far: {counts_text(result['after'])})"
+        )
+    return f"{head}\nbefore: {counts_text(result['before'])}"
