@@ -41,7 +41,7 @@ async def _subscribe(live: Live, query: str, **variables: Any) -> AsyncGenerator
     context = {"api": ApiContext(live=live, actions=Actions(live, ListBus()), actor="admin")}
     stream = await schema.subscribe(query, variable_values=variables, context_value=context)
     assert not hasattr(stream, "errors"), stream
-    return stream  # type: ignore[return-value]
+    return stream
 
 
 async def test_many_subscribers_share_one_execution_and_one_encoding_per_update() -> None:

@@ -444,6 +444,7 @@ async def test_a_replay_request_that_fails_keeps_the_model() -> None:
     s = story()
     for item in s.relayed:
         _feed(live, item)
+    live.receive(ReplayFinished(origin="orchestrator", last_position=33, at=T0), {})
     before = live.model.deployments(first=100)
 
     async def replay() -> None:
@@ -452,4 +453,30 @@ async def test_a_replay_request_that_fails_keeps_the_model() -> None:
     with pytest.raises(ConnectionError):
         await live.rebuild(replay, wait=1)
     assert live.model.deployments(first=100) == before
-    assert not live.replay.rebuilding
+    assert live.replay.as_json()["state"] == "ready"  # as it was
+    assert live.replay.last_position == 33
+
+
+async def test_app_subscribers_see_no_half_rebuilt_apps_and_get_the_rebuilt_one() -> None:
+    live = Live()
+    s = story()
+    for item in s.relayed:
+        _feed(live, item)
+    stream = live.app_updates("hello")
+    now = await anext(stream)
+    nxt = asyncio.create_task(anext(stream))
+
+    async def replay() -> None:
+        live.replay_requesting(T0)
+        live.replay_requested()
+        for item in s.relayed:  # refolding from nothing: hello goes through every state
+            _feed(live, item)
+        last = max(r.position for r in s.relayed)
+        live.receive(ReplayFinished(origin="orchestrator", last_position=last, at=T0), {})
+
+    await live.rebuild(replay, wait=5)
+    after = await asyncio.wait_for(nxt, 1)
+    assert after == now  # one update, the app as rebuilt: the same as before
+    await _settle()
+    assert live.apps.subscriber_count("hello") == 1
+    await stream.aclose()

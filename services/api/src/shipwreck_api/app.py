@@ -4,7 +4,8 @@ Start-up order matters for the rebuild (invariant 2, the api reads no other serv
 tables): the exclusive queue is declared, bound and consumed first, and only then is the
 orchestrator asked to replay its log into it. Live events and the replay then arrive
 together, in any order and possibly twice; the read model folds by log position, so the
-result is the same as if they had arrived once, in order.
+result is the same as if they had arrived once, in order. When the queue's connection
+drops, the queue goes with it: once reconnected, the api asks for a replay again.
 """
 
 from __future__ import annotations
@@ -55,11 +56,11 @@ class UpdateFeed:
     """The api's exclusive update queue, consumed with aio-pika itself.
 
     This queue is the api's hot path: every log line, heartbeat and event, and the whole
-    orchestrator log on a rebuild. Consuming it through FastStream's subscriber pipeline
-    (middlewares, dependency injection, an injected message resolved in a worker thread)
-    cost about three times the handling itself, so the feed takes raw deliveries; their
-    bodies are decoded by the contracts' own decoder. Commands and the topology still go
-    through the FastStream broker.
+    orchestrator log on a rebuild. Through FastStream's subscriber pipeline (middlewares,
+    dependency injection, an injected message resolved in a worker thread) a message cost
+    the api 650 µs of CPU here, taken raw 420 µs, of which its own handling is 12 µs. So the
+    feed takes raw deliveries and decodes them with the contracts' decoder; commands and
+    the topology still go through the FastStream broker.
     """
 
     def __init__(
@@ -68,11 +69,13 @@ class UpdateFeed:
         queue: str,
         on_message: Callable[[AbstractIncomingMessage], Awaitable[None]],
         *,
+        on_reconnect: Callable[[], None] | None = None,
         prefetch: int = UPDATE_PREFETCH,
     ) -> None:
         self.amqp_url = amqp_url
         self.queue = queue
         self.on_message = on_message
+        self.on_reconnect = on_reconnect
         self.prefetch = prefetch
         self._connection: AbstractRobustConnection | None = None
 
@@ -81,6 +84,9 @@ class UpdateFeed:
         self._connection = await aio_pika.connect_robust(
             self.amqp_url, client_properties={"connection_name": f"api {self.queue}"}
         )
+        # aio-pika declares, binds and consumes again after a reconnection; what was
+        # published meanwhile went to a queue that no longer existed.
+        self._connection.reconnect_callbacks.add(self._reconnected)
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=self.prefetch)
         exchange = await channel.declare_exchange(
@@ -91,6 +97,10 @@ class UpdateFeed:
         for tag in LIVE_TAGS:
             await queue.bind(exchange, routing_key=tag)
         await queue.consume(self.on_message)
+
+    def _reconnected(self, _connection: object) -> None:
+        if self.on_reconnect is not None:
+            self.on_reconnect()
 
     async def stop(self) -> None:
         """Close the connection (and with it the queue)."""
@@ -167,7 +177,17 @@ def create_app(
         # forever, this queue has no delivery limit.
         await message.ack()
 
-    feed = UpdateFeed(settings.amqp_url, updates, on_update)
+    def replay_again() -> None:
+        # The exclusive queue was gone while the connection was: events published then
+        # are missing. The read model folds a replay over what it has without harm.
+        log.warning("update queue reconnected: asking for a replay of what was missed")
+        task = asyncio.get_running_loop().create_task(request_replay())
+        replays.add(task)
+        task.add_done_callback(replays.discard)
+
+    replays: set[asyncio.Task[None]] = set()
+
+    feed = UpdateFeed(settings.amqp_url, updates, on_update, on_reconnect=replay_again)
 
     async def context_getter(scope: Scope) -> dict[str, Any]:
         return {"api": ApiContext(live=live, actions=actions, actor=actor_of(scope))}
@@ -267,6 +287,8 @@ def create_app(
 
     async def stop() -> None:
         await background.stop()
+        for task in list(replays):
+            task.cancel()
         await feed.stop()
         await broker.stop()
         log.info("api stopped")

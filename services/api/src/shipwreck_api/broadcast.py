@@ -141,6 +141,10 @@ class Broadcaster(Generic[K, T]):
             subscription.offer(item, self.overflow)
         return len(subscribers)
 
+    def keys(self) -> list[K]:
+        """The keys that have subscribers."""
+        return list(self._subscribers)
+
     def subscriber_count(self, key: K | None = None) -> int:
         """Subscribers of ``key``, or of every key."""
         if key is not None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -174,6 +174,7 @@ class Live:
         self._replays_requested = 0
         self._replays_finished = 0
         self._previous: ReadModel | None = None
+        self._rebuilding_apps = False
         self._rebuild_lock = asyncio.Lock()
         self._last_tracked = 0.0
 
@@ -245,7 +246,12 @@ class Live:
             self.logs.publish(deployment_id, record)
             if record.app is not None:
                 apps.add(record.app)
-        for name in apps:
+        if self._rebuilding_apps:
+            return  # a dropped model refolding: its partial apps would mislead subscribers
+        self._publish_apps(apps)
+
+    def _publish_apps(self, names: Iterable[str]) -> None:
+        for name in names:
             # An app is folded only for its subscribers, once for all of them.
             if self.apps.subscriber_count(name):
                 app = self.model.app(name)
@@ -312,17 +318,20 @@ class Live:
             requested_at = datetime.now(UTC)
             old = self.model
             before = old.counts()
-            state = ReplayState(self.replay.origin, answer=self._replays_requested + 1)
+            old_state = self.replay
+            state = ReplayState(old_state.origin, answer=self._replays_requested + 1)
             self._previous, self.model, self.replay = old, old.emptied(), state
+            self._rebuilding_apps = True
             log.info("read model dropped: rebuilding from a replay of %s", state.origin)
             try:
                 await request_replay()
             except BaseException:
                 # Nothing will answer: keep the old model, with what arrived meanwhile.
                 dropped, self.model, self._previous = self.model, old, None
+                self._rebuilding_apps = False
                 for tracked, origin, position in dropped.tracked():
                     self._announce(old.apply(tracked, origin=origin, position=position))
-                self.replay = ReplayState(state.origin, finished_at=datetime.now(UTC))
+                self.replay = old_state
                 raise
             try:
                 await asyncio.wait_for(state.done.wait(), wait)
@@ -330,6 +339,11 @@ class Live:
                 log.warning("read model rebuild: no ReplayFinished within %.0fs", wait)
             else:
                 await self._settled(loop.time() + min(wait, 1.0))
+            finally:
+                # App subscribers were told nothing while the model refolded: now they get
+                # each app as it is (once rebuilt, or as far as it got).
+                self._rebuilding_apps = False
+                self._publish_apps(list(self.apps.keys()))
             return RebuildOutcome(
                 requested_at=state.requested_at or requested_at,
                 finished_at=state.finished_at,

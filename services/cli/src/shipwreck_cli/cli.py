@@ -149,8 +149,8 @@ class FollowView:
     def _render(self) -> RenderableType:
         grid = Table.grid(padding=(0, 1))
         grid.add_column(width=1)
-        grid.add_column()
-        grid.add_column(justify="right")
+        grid.add_column(no_wrap=True, min_width=11)  # the longest status, INITIALIZED
+        grid.add_column(justify="right", no_wrap=True, min_width=6)
         grid.add_column(overflow="ellipsis", no_wrap=True)
         history = (self.deployment or {}).get("history") or []
         now = datetime.now(UTC)
