@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import pytest
+from eventsourcing.persistence import StoredEvent
 
 from shipwreck_contracts import (
     AppWatchChanged,
+    DeploymentInitialized,
     LedgerEntryRecorded,
     RepoChanged,
     Trigger,
@@ -241,3 +245,110 @@ def test_a_webhook_before_any_poll_is_a_change_not_a_baseline(service: WatcherSe
     _watch(service, "early", url)
     service.webhook(_hook("d-early", url), None)
     assert [c.commit for c in _repo_changes(service)] == ["2" * 40]
+
+
+def test_every_webhook_entry_names_its_provider_and_trigger(service: WatcherService) -> None:
+    url = "git://example.org/w.git"
+    _watch(service, "w", url)
+    service.observe(url, "main", "1" * 40, Trigger.WATCH)
+    service.webhook(_hook("p-1", url, verified=False), None)
+    service.webhook(_hook("p-2", url), None)
+    service.webhook(_hook("p-2", url), None)
+    poll, *hooks = _ledger(service)
+    assert (poll.kind, poll.trigger, poll.provider) == ("COMMIT_OBSERVED", Trigger.WATCH, None)
+    assert [(e.kind, e.provider, e.trigger, e.branch) for e in hooks] == [
+        ("WEBHOOK_REJECTED", "github", Trigger.WEBHOOK, "main"),
+        ("WEBHOOK_ACCEPTED", "github", Trigger.WEBHOOK, "main"),
+        ("WEBHOOK_REJECTED", "github", Trigger.WEBHOOK, "main"),  # the duplicate
+    ]
+
+
+def _rollback(
+    app: str, url: str, commit: str, deployment: uuid.UUID | None = None
+) -> DeploymentInitialized:
+    return DeploymentInitialized(
+        deployment_id=deployment or uuid.uuid4(),
+        app=app,
+        repo_url=url,
+        branch="main",
+        trigger=Trigger.ROLLBACK,
+        commit=commit,
+        at=AT,
+    )
+
+
+def test_a_rollback_pins_its_app_in_the_ledger_until_the_branch_moves(
+    service: WatcherService,
+) -> None:
+    url = "git://example.org/r.git"
+    _watch(service, "r", url)
+    service.observe(url, "main", "1" * 40, Trigger.WATCH)
+    service.observe(url, "main", "2" * 40, Trigger.WATCH)
+    rollback = _rollback("r", url, "1" * 40)
+    assert service.rollback_started(rollback, None) is True
+    pin = _ledger(service)[-1]
+    assert (pin.kind, pin.commit, pin.apps, pin.trigger) == (
+        "ROLLBACK_PINNED",
+        "1" * 40,
+        ["r"],
+        Trigger.ROLLBACK,
+    )
+    assert pin.reason == (
+        f"r rolled back to {'1' * 12}: the head {'2' * 12} is not deployed again "
+        "until the branch moves"
+    )
+    # The same rollback announced again (its deployment rescheduled) pins once.
+    service.rollback_started(rollback, None)
+    assert [e.kind for e in _ledger(service)].count("ROLLBACK_PINNED") == 1
+    # Polls keep seeing the head the app was rolled back from: nothing to deploy.
+    assert service.observe(url, "main", "2" * 40, Trigger.WATCH) is False
+    # A webhook announcing that head again is rejected, and says why.
+    service.webhook(_hook("again", url, commit="2" * 40), None)
+    rejected = _ledger(service)[-1]
+    assert (rejected.kind, rejected.reason) == (
+        "WEBHOOK_REJECTED",
+        f"commit pinned by a rollback (r runs {'1' * 12})",
+    )
+    # The next commit lifts the pin and deploys as usual.
+    assert service.observe(url, "main", "3" * 40, Trigger.WATCH) is True
+    assert [c.commit for c in _repo_changes(service)] == ["2" * 40, "3" * 40]
+    service.webhook(_hook("late", url, commit="3" * 40), None)
+    assert _ledger(service)[-1].reason == "commit already seen (no new deployment)"
+
+
+def test_deployments_other_than_rollbacks_and_unwatched_apps_pin_nothing(
+    service: WatcherService,
+) -> None:
+    url = "git://example.org/n.git"
+    _watch(service, "n", url)
+    service.observe(url, "main", "1" * 40, Trigger.WATCH)
+    manual = msgspec.structs.replace(_rollback("n", url, "1" * 40), trigger=Trigger.MANUAL)
+    assert service.rollback_started(manual, None) is False
+    service.rollback_started(_rollback("other", url, "1" * 40), None)
+    service.rollback_started(_rollback("n", "git://example.org/unknown.git", "1" * 40), None)
+    assert [e.kind for e in _ledger(service)] == ["COMMIT_OBSERVED"]
+
+
+def test_deliveries_recorded_before_providers_were_kept_read_with_none(
+    service: WatcherService,
+) -> None:
+    url = "git://example.org/old.git"
+    _watch(service, "old", url)
+    service.webhook(_hook("old-1", url, verified=False), None)
+    # Rewrite the stored Rejected event as version 1 wrote it: no class_version, no provider.
+    recorder = service.app.process_recorder
+    (stored,) = [
+        n for n in recorder.select_notifications(1, 100) if n.topic.endswith("Delivery.Rejected")
+    ]
+    state = msgspec.json.decode(stored.state)
+    del state["class_version"], state["provider"]
+    old = StoredEvent(
+        originator_id=stored.originator_id,
+        originator_version=stored.originator_version,
+        topic=stored.topic,
+        state=msgspec.json.encode(state),
+    )
+    event = service.app.mapper.to_domain_event(old)
+    (entry,) = translate(event)
+    assert isinstance(entry, LedgerEntryRecorded)
+    assert (entry.kind, entry.provider, entry.delivery_id) == ("WEBHOOK_REJECTED", None, "old-1")

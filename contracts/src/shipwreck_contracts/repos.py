@@ -54,9 +54,12 @@ class WebhookReceived(Message, tag="repo.webhook-received.v1", frozen=True, kw_o
 class LedgerEntryRecorded(Message, tag="repo.ledger-entry.v1", frozen=True, kw_only=True):
     """One line of the trigger ledger: what the watcher saw or was told, and what it did.
 
-    ``kind`` is COMMIT_OBSERVED (by polling, the first one a baseline), WEBHOOK_ACCEPTED or
+    ``kind`` is COMMIT_OBSERVED (by polling, the first one a baseline), WEBHOOK_ACCEPTED,
     WEBHOOK_REJECTED (``reason`` says why: bad signature, branch not watched, duplicate
-    delivery, ...). ``apps`` are the apps watching the (repository, branch) it concerns.
+    delivery, commit pinned by a rollback, ...) or ROLLBACK_PINNED (an app was rolled back:
+    the branch head is not deployed again; the next commit pushed is). ``apps`` are the
+    apps the entry concerns (those watching the (repository, branch), or the one rolled
+    back).
     """
 
     repo_url: RepoUrl
@@ -67,3 +70,7 @@ class LedgerEntryRecorded(Message, tag="repo.ledger-entry.v1", frozen=True, kw_o
     delivery_id: DeliveryId | None = None
     reason: str = ""
     at: AwareDatetime
+    provider: str | None = None
+    """The Git host that sent the webhook (github, gitea, gitlab); None for other kinds."""
+    trigger: Trigger | None = None
+    """How the watcher learnt of it: WATCH (a poll), WEBHOOK, or ROLLBACK (a pin)."""

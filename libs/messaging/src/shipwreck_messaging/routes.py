@@ -13,6 +13,7 @@ from shipwreck_contracts import (
     CancelDeployment,
     DeploymentCancelled,
     DeploymentErrored,
+    DeploymentInitialized,
     DeploymentRunning,
     DeploymentStopped,
     DeploymentSuperseded,
@@ -80,5 +81,9 @@ SCHEDULER_PLACEMENT = TOPOLOGY.add(
 )
 """Placement requests, and the outcomes that release a node's reservation."""
 
-WATCHER_APPS = TOPOLOGY.add("watcher.apps", _tags(AppWatchChanged, WebhookReceived))
-"""Which apps watch which (repository, branch), and webhooks the api received."""
+WATCHER_APPS = TOPOLOGY.add(
+    "watcher.apps",
+    _tags(AppWatchChanged, WebhookReceived, DeploymentInitialized, ReplayRequested),
+)
+"""Which apps watch which (repository, branch), webhooks the api received, deployments
+(a rollback pins its app in the ledger), and replay requests for the ledger."""

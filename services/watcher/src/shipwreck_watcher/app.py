@@ -9,7 +9,13 @@ import anyio
 from faststream import Context, FastStream
 from faststream.rabbit import RabbitBroker
 
-from shipwreck_contracts import AppWatchChanged, WebhookReceived
+from shipwreck_contracts import (
+    AppWatchChanged,
+    DeploymentInitialized,
+    ReplayRequested,
+    Trigger,
+    WebhookReceived,
+)
 from shipwreck_eventstore import OutboxRelay, StoreConfig, tracking_from_headers
 from shipwreck_eventstore.service import build_writer_service
 from shipwreck_messaging import create_broker, events_exchange, tag_filter
@@ -29,7 +35,7 @@ def create_app(
     lister: HeadLister | None = None,
     logger: logging.Logger | None = None,
 ) -> FastStream:
-    """Wire the watcher: ledger, app-watch consumer, poller, outbox relay."""
+    """Wire the watcher: ledger, app-watch consumer, poller, outbox relay, replays."""
     log = logger or logging.getLogger("shipwreck.watcher")
     broker = broker or create_broker(settings.amqp_url, app_id="watcher")
     store = StoreConfig(database_url=settings.database_url, state_dir=settings.state_dir)
@@ -61,6 +67,22 @@ def create_app(
         msg: WebhookReceived, headers: dict[str, Any] = Context("message.headers")
     ) -> None:
         await anyio.to_thread.run_sync(service.webhook, msg, tracking_from_headers(headers))
+
+    @apps(filter=tag_filter(DeploymentInitialized))
+    async def on_deployment_initialized(
+        msg: DeploymentInitialized, headers: dict[str, Any] = Context("message.headers")
+    ) -> None:
+        if msg.trigger is Trigger.ROLLBACK:  # the only deployments the ledger records
+            await anyio.to_thread.run_sync(
+                service.rollback_started, msg, tracking_from_headers(headers)
+            )
+
+    @apps(filter=tag_filter(ReplayRequested))
+    async def on_replay(msg: ReplayRequested) -> None:
+        # A reader rebuilding its view of the ledger (the api): the orchestrator answers
+        # the requests that name it, this relay those that name the watcher.
+        if msg.origin == relay.app.name:
+            await relay.replay(msg.reply_to, msg.after_position)
 
     async def poll() -> None:
         watched = await anyio.to_thread.run_sync(service.recover)

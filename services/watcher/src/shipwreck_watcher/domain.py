@@ -35,6 +35,10 @@ class WatchedRepo(Aggregate):
         self.branch = branch
         self.apps: set[str] = set()
         self.head: str | None = None
+        # Apps rolled back while the head stayed where it is (app -> the commit it runs),
+        # and every rollback deployment already pinned (a rescheduled one is announced again).
+        self.pins: dict[str, str] = {}
+        self.rollbacks: set[uuid.UUID] = set()
 
     @property
     def watched(self) -> bool:
@@ -95,6 +99,45 @@ class WatchedRepo(Aggregate):
         at: datetime,
     ) -> None:
         self.head = commit
+        self.pins = {}  # the branch moved: every app deploys the new commit
+
+    def pin(self, app: str, commit: str, deployment_id: uuid.UUID, at: datetime) -> bool:
+        """Record that ``app`` was rolled back to ``commit`` by deployment ``deployment_id``.
+
+        The recorded head does not move, so no poll deploys it again, and a webhook that
+        announces it is rejected as pinned; the next commit on the branch lifts the pin and
+        deploys as usual. An app that does not watch the branch has nothing to pin.
+        """
+        if deployment_id in self.rollbacks or app not in self.apps:
+            return False
+        self._rollback_pinned(
+            repo_url=self.repo_url,
+            branch=self.branch,
+            app=app,
+            commit=commit,
+            head=self.head,
+            deployment_id=deployment_id,
+            at=at,
+        )
+        return True
+
+    @event("RollbackPinned")
+    def _rollback_pinned(
+        self,
+        repo_url: str,
+        branch: str,
+        app: str,
+        commit: str,
+        head: str | None,
+        deployment_id: uuid.UUID,
+        at: datetime,
+    ) -> None:
+        self.pins[app] = commit
+        self.rollbacks.add(deployment_id)
+
+    def pinned(self, commit: str) -> dict[str, str]:
+        """The rolled-back apps (and the commit each runs) that keep ``commit`` undeployed."""
+        return dict(self.pins) if commit == self.head else {}
 
 
 def repo_key(url: str) -> str:
@@ -146,62 +189,105 @@ class Delivery(Aggregate):
 
     def reject(self, reason: str, branch: str | None, apps: list[str], at: datetime) -> None:
         """Record why this delivery triggers nothing."""
-        self._rejected(
+        self.trigger_event(
+            self.Rejected,
             repo_url=self.repo_url,
             branch=branch,
             apps=apps,
             commit=self.commit,
             delivery_id=self.delivery,
+            provider=self.provider,
             reason=reason,
             at=at,
         )
 
-    @event("Rejected")
-    def _rejected(
-        self,
-        repo_url: str,
-        branch: str | None,
-        apps: list[str],
-        commit: str | None,
-        delivery_id: str,
-        reason: str,
-        at: datetime,
-    ) -> None:
-        self.outcome = f"rejected: {reason}"
+    class Rejected(Aggregate.Event):
+        """Version 2 added ``provider``."""
+
+        class_version = 2
+        repo_url: str
+        branch: str | None
+        apps: list[str]
+        commit: str | None
+        delivery_id: str
+        provider: str | None
+        reason: str
+        at: datetime
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["provider"] = None  # not recorded before version 2
+
+        def apply(self, aggregate: Aggregate) -> None:
+            assert isinstance(aggregate, Delivery)
+            aggregate.outcome = f"rejected: {self.reason}"
 
     def accept(self, branch: str, apps: list[str], new: bool, at: datetime) -> None:
         """Record that this delivery announced ``commit`` on a watched branch."""
-        self._accepted(
+        self.trigger_event(
+            self.Accepted,
             repo_url=self.repo_url,
             branch=branch,
             apps=apps,
             commit=self.commit,
             delivery_id=self.delivery,
+            provider=self.provider,
             new=new,
             at=at,
         )
 
-    @event("Accepted")
-    def _accepted(
-        self,
-        repo_url: str,
-        branch: str,
-        apps: list[str],
-        commit: str | None,
-        delivery_id: str,
-        new: bool,
-        at: datetime,
-    ) -> None:
-        self.outcome = "accepted"
+    class Accepted(Aggregate.Event):
+        """Version 2 added ``provider``."""
+
+        class_version = 2
+        repo_url: str
+        branch: str
+        apps: list[str]
+        commit: str | None
+        delivery_id: str
+        provider: str | None
+        new: bool
+        at: datetime
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["provider"] = None
+
+        def apply(self, aggregate: Aggregate) -> None:
+            assert isinstance(aggregate, Delivery)
+            aggregate.outcome = "accepted"
 
     def duplicate(self, apps: list[str], at: datetime) -> None:
         """The same delivery came again: it changes nothing, and the ledger says so."""
-        self._duplicate_received(
-            repo_url=self.repo_url, apps=apps, commit=self.commit, delivery_id=self.delivery, at=at
+        self.trigger_event(
+            self.DuplicateReceived,
+            repo_url=self.repo_url,
+            branch=self.ref.removeprefix("refs/heads/")
+            if self.ref.startswith("refs/heads/")
+            else None,
+            apps=apps,
+            commit=self.commit,
+            delivery_id=self.delivery,
+            provider=self.provider,
+            at=at,
         )
 
-    @event("DuplicateReceived")
-    def _duplicate_received(
-        self, repo_url: str, apps: list[str], commit: str | None, delivery_id: str, at: datetime
-    ) -> None:
-        pass
+    class DuplicateReceived(Aggregate.Event):
+        """Version 2 added ``provider`` and ``branch``."""
+
+        class_version = 2
+        repo_url: str
+        branch: str | None
+        apps: list[str]
+        commit: str | None
+        delivery_id: str
+        provider: str | None
+        at: datetime
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["provider"] = None
+            state["branch"] = None
+
+        def apply(self, aggregate: Aggregate) -> None:
+            pass

@@ -10,7 +10,7 @@ from typing import Any
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import Notification, Tracking
 
-from shipwreck_contracts import AppWatchChanged, Trigger, WebhookReceived
+from shipwreck_contracts import AppWatchChanged, DeploymentInitialized, Trigger, WebhookReceived
 from shipwreck_eventstore import ShipwreckApplication, process_once
 from shipwreck_watcher.domain import (
     Delivery,
@@ -112,7 +112,8 @@ class WatcherService:
         """Record a push webhook in the ledger, and observe its commit when it counts.
 
         Rejected, with the reason in the ledger: a repeated delivery, a bad signature, a
-        push that is not to a branch, a branch no app watches, no commit in the payload.
+        push that is not to a branch, a branch no app watches, no commit in the payload, a
+        commit that rolled-back apps were pinned away from.
         """
         observed: list[tuple[str, str, str]] = []
 
@@ -156,6 +157,12 @@ class WatcherService:
             if msg.commit is None:
                 delivery.reject("the payload names no commit", branch, apps_of_repo, now)
                 return [delivery]
+            pins = [p.pinned(msg.commit) for p in matching]
+            if all(pins):
+                held = ", ".join(f"{a} runs {c[:12]}" for pin in pins for a, c in pin.items())
+                reason = f"commit pinned by a rollback ({held})"
+                delivery.reject(reason, branch, sorted({a for p in matching for a in p.apps}), now)
+                return [delivery]
             changed: list[Any] = [delivery]
             new = False
             for pair in matching:
@@ -170,6 +177,21 @@ class WatcherService:
         for url, branch, commit in observed:
             self.heads[watched_repo_id(url, branch)] = commit
         return recorded
+
+    def rollback_started(self, msg: DeploymentInitialized, tracking: Tracking | None) -> bool:
+        """A rollback deployment was accepted: pin its app on its watched branch, so that
+        the head it rolled back from is not deployed again (and the ledger says so)."""
+        commit = msg.commit
+        if msg.trigger is not Trigger.ROLLBACK or commit is None:
+            return False
+
+        def decide() -> list[WatchedRepo]:
+            repo = self._get(msg.repo_url, msg.branch)
+            if repo is None or not repo.pin(msg.app, commit, msg.deployment_id, msg.at):
+                return []
+            return [repo]
+
+        return process_once(self.app, tracking, decide)
 
     def _get_delivery(self, provider: str, delivery_id: str) -> Delivery | None:
         try:

@@ -37,6 +37,7 @@ def translate(e: Any) -> list[Outgoing]:
                     if e.baseline
                     else f"new commit after {e.previous}",
                     at=e.at,
+                    trigger=e.trigger,
                 )
             )
         return out
@@ -51,18 +52,23 @@ def translate(e: Any) -> list[Outgoing]:
                 delivery_id=e.delivery_id,
                 reason=e.reason,
                 at=e.at,
+                provider=e.provider,
+                trigger=Trigger.WEBHOOK,
             )
         ]
     if kind == "Delivery.DuplicateReceived":
         return [
             LedgerEntryRecorded(
                 repo_url=e.repo_url,
+                branch=e.branch,
                 apps=e.apps,
                 kind="WEBHOOK_REJECTED",
                 commit=e.commit,
                 delivery_id=e.delivery_id,
                 reason="duplicate delivery",
                 at=e.at,
+                provider=e.provider,
+                trigger=Trigger.WEBHOOK,
             )
         ]
     if kind == "Delivery.Accepted":
@@ -76,6 +82,26 @@ def translate(e: Any) -> list[Outgoing]:
                 delivery_id=e.delivery_id,
                 reason="new commit" if e.new else "commit already seen (no new deployment)",
                 at=e.at,
+                provider=e.provider,
+                trigger=Trigger.WEBHOOK,
+            )
+        ]
+    if kind == "WatchedRepo.RollbackPinned":
+        held = (
+            f"the head {e.head[:12]} is not deployed again"
+            if e.head is not None and e.head != e.commit
+            else "pinned"
+        )
+        return [
+            LedgerEntryRecorded(
+                repo_url=e.repo_url,
+                branch=e.branch,
+                apps=[e.app],
+                kind="ROLLBACK_PINNED",
+                commit=e.commit,
+                reason=f"{e.app} rolled back to {e.commit[:12]}: {held} until the branch moves",
+                at=e.at,
+                trigger=Trigger.ROLLBACK,
             )
         ]
     return []
