@@ -35,6 +35,11 @@ schemas:
 graphql-schema:
     uv run python -m shipwreck_api.sdl contracts/schema.graphql
 
+# The fault suite: deployments on two nodes while services are killed, the broker and the
+# database restart and a node dies (FAULTS_DEPLOYMENTS, FAULTS_APPS, FAULTS_KILL_EVERY, FAULTS_SEED).
+faults *ARGS:
+    uv run pytest tests/faults -p no:cacheprovider -o addopts="-ra --strict-markers" -s --timeout 3600 {{ARGS}}
+
 # Run the benchmarks; figures go to docs/BENCHMARKS.md.
 bench *ARGS:
     uv run pytest tests/bench -p no:cacheprovider -o addopts="" {{ARGS}}

@@ -9,8 +9,10 @@ show it once the orchestrator has recorded the request.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -18,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 import anyio.to_thread
-from aiormq.exceptions import AMQPError
+from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 from faststream.rabbit import RabbitBroker
 
 from shipwreck_api.errors import NotFound, Refused, Unavailable
@@ -56,19 +58,35 @@ class CommandBus(Protocol):
 
 
 class RabbitCommandBus:
-    """Publishes commands on the events exchange, persistent, confirmed and mandatory."""
+    """Publishes commands on the events exchange, persistent, confirmed and mandatory.
 
-    def __init__(self, broker: RabbitBroker) -> None:
+    While RabbitMQ is unreachable (restarting, say) a command waits up to ``patience``
+    seconds for the connection to come back before the mutation fails as UNAVAILABLE.
+    Publishing again after a dropped connection cannot do harm: a deploy or rollback carries
+    the id of the deployment it creates (recorded once), and cancel, stop and watch applied
+    twice change nothing the second time.
+    """
+
+    def __init__(self, broker: RabbitBroker, *, patience: float = 10.0) -> None:
         self.broker = broker
+        self.patience = patience
 
     async def send(self, command: Message) -> None:
         """Publish ``command``; raise :class:`Unavailable` if RabbitMQ did not take it."""
-        try:
-            await publish(self.broker, command, mandatory=True)
-        except PublishFailed as e:
-            raise Unavailable(f"the command was not delivered: {e}") from None
-        except (AMQPError, ConnectionError, OSError) as e:
-            raise Unavailable(f"the command was not delivered: RabbitMQ: {e}") from None
+        deadline = time.monotonic() + self.patience
+        while True:
+            try:
+                await publish(self.broker, command, mandatory=True)
+                return
+            except PublishFailed as e:
+                raise Unavailable(f"the command was not delivered: {e}") from None
+            except (AMQPError, ChannelInvalidStateError, ConnectionError, OSError) as e:
+                if time.monotonic() >= deadline:
+                    raise Unavailable(
+                        f"RabbitMQ is unreachable ({type(e).__name__}: {e}); nothing was "
+                        "requested: try again once it is back"
+                    ) from None
+                await asyncio.sleep(0.5)
 
 
 def _now() -> datetime:

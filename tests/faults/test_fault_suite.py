@@ -1,0 +1,526 @@
+"""The fault suite: deployments across two nodes while services are SIGKILLed and
+restarted, the broker and the database restart, and one node dies for good.
+
+Everything is real and is its own process: the five services, RabbitMQ and PostgreSQL
+(private instances, see ``conftest``), Docker, Caddy and a git daemon on loopback. At the
+end the platform must have healed: every deployment terminal, every app meant to run
+served by exactly one container through its route, read models rebuilt from scratch equal
+to the live ones, only the injected poison in the dead-letter queue, and the stored events
+telling the same story as the read models.
+
+Scale and pace come from the environment (``just faults`` runs the full size):
+``FAULTS_DEPLOYMENTS`` (100), ``FAULTS_APPS`` (20), ``FAULTS_KILL_EVERY`` seconds (5),
+``FAULTS_SEED``. The figures are printed as one JSON line and appended to
+``.benchmarks/faults.jsonl``; docs/RELIABILITY.md quotes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import json
+import os
+import random
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import docker
+import httpx
+import pytest
+
+from tests.e2e.test_deploy_git_url import TERMINAL, node_settings
+from tests.support.gitdaemon import GitServer, free_port
+from tests.support.platform import ROOT, Platform
+from tests.support.private_infra import PrivatePostgres, PrivateRabbit
+
+pytestmark = [pytest.mark.infra, pytest.mark.docker, pytest.mark.slow, pytest.mark.faults]
+
+TOKEN = "faults-token"
+DEPLOYMENTS = int(os.environ.get("FAULTS_DEPLOYMENTS", "100"))
+APPS = int(os.environ.get("FAULTS_APPS", "20"))
+KILL_EVERY = float(os.environ.get("FAULTS_KILL_EVERY", "5"))
+SEED = int(os.environ.get("FAULTS_SEED", "20261127"))
+POISON = 3
+
+DEPLOYMENT = "id app status commit node error trigger history { status message at }"
+READ_MODEL = (
+    "{ deployments(first: 10000) { " + DEPLOYMENT + " requestedAt repoUrl branch } "
+    "apps { name repoUrl branch watching url current { id } } }"
+)
+
+# Short stage timeouts: a deployment whose work was lost must end quickly, not in 20 min.
+ORCHESTRATOR_ENV = {
+    "SHIPWRECK_TIMEOUT_INITIALIZED_SECONDS": "60",
+    "SHIPWRECK_TIMEOUT_SCHEDULED_SECONDS": "60",
+    "SHIPWRECK_TIMEOUT_CLONING_SECONDS": "90",
+    "SHIPWRECK_TIMEOUT_BUILDING_SECONDS": "180",
+    "SHIPWRECK_TIMEOUT_TESTING_SECONDS": "90",
+    "SHIPWRECK_TIMEOUT_STARTING_SECONDS": "90",
+}
+
+
+class ApiGone(Exception):
+    """The api did not answer in time (it may be down: the caller retries)."""
+
+
+@dataclass
+class Api:
+    """A GraphQL client that rides out the api's restarts."""
+
+    port: int
+    client: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.port}",
+            timeout=30,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+
+    def gql(self, query: str, *, patience: float = 180, **variables: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + patience
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                response = self.client.post(
+                    "/graphql", json={"query": query, "variables": variables}
+                )
+            except httpx.HTTPError as e:
+                last = f"{type(e).__name__}: {e}"
+                time.sleep(0.5)
+                continue
+            if response.status_code != 200:
+                last = f"HTTP {response.status_code}: {response.text[:300]}"
+                time.sleep(0.5)
+                continue
+            body = response.json()
+            errors = body.get("errors") or []
+            if errors and all(_code(e) == "UNAVAILABLE" for e in errors):
+                last = str(errors)  # RabbitMQ restarting: the api said to try again
+                time.sleep(0.5)
+                continue
+            assert not errors, errors
+            data: dict[str, Any] = body["data"]
+            return data
+        raise ApiGone(last)
+
+
+def _code(error: dict[str, Any]) -> str | None:
+    code = (error.get("extensions") or {}).get("code")
+    return str(code) if code else None
+
+
+@dataclass
+class Service:
+    name: str
+    module: str
+    ready: str
+    env: dict[str, str]
+
+
+@dataclass
+class Chaos:
+    """Starts the services, and kills and restarts them on purpose."""
+
+    platform: Platform
+    rabbit: PrivateRabbit
+    postgres: PrivatePostgres
+    services: dict[str, Service] = field(default_factory=dict)
+    dead_for_good: set[str] = field(default_factory=set)
+    kills: list[dict[str, Any]] = field(default_factory=list)
+    infra_restarts: list[dict[str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, name: str, module: str, ready: str, **env: str) -> None:
+        self.services[name] = Service(name, module, ready, env)
+        self.start(name)
+
+    def start(self, name: str, patience: float = 240) -> float:
+        """Start ``name`` until it says it is ready (a supervisor's restart=always: a
+        service that cannot start while the database is down is started again)."""
+        service = self.services[name]
+        began = time.monotonic()
+        while True:
+            try:
+                self.platform.start(name, service.module, service.ready, timeout=90, **service.env)
+                return time.monotonic() - began
+            except AssertionError:
+                self.platform.processes.pop(name, None)
+                if time.monotonic() - began > patience:
+                    raise
+                time.sleep(1)
+
+    def kill(self, name: str) -> None:
+        process = self.platform.processes.pop(name)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+    def kill_and_restart(self, name: str) -> None:
+        with self.lock:
+            killed_at = time.monotonic()
+            self.kill(name)
+            self.start(name)
+            self.kills.append(
+                {"service": name, "recovery_s": round(time.monotonic() - killed_at, 2)}
+            )
+
+    def restart_rabbit(self, down: float) -> None:
+        with self.lock:
+            began = time.monotonic()
+            self.rabbit.restart(down)
+            self.infra_restarts.append(
+                {"server": "rabbitmq", "down_s": round(time.monotonic() - began, 2)}
+            )
+
+    def restart_postgres(self, down: float) -> None:
+        with self.lock:
+            began = time.monotonic()
+            self.postgres.restart(down)
+            self.infra_restarts.append(
+                {"server": "postgresql", "down_s": round(time.monotonic() - began, 2)}
+            )
+
+    def alive(self) -> list[str]:
+        return [n for n in self.services if n not in self.dead_for_good]
+
+    def ensure_all_running(self) -> None:
+        for name in self.alive():
+            process = self.platform.processes.get(name)
+            if process is None or process.poll() is not None:
+                self.platform.processes.pop(name, None)
+                self.start(name)
+
+
+def _node_id(name: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_DNS, f"node.shipwreck/{name}"))
+
+
+def _get(port: int, host: str) -> tuple[int, str]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", "/", headers={"Host": host})
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    except OSError as e:
+        return 0, f"{type(e).__name__}: {e}"
+    finally:
+        connection.close()
+
+
+def _wait(predicate: Callable[[], bool], seconds: float, what: str) -> float:
+    began = time.monotonic()
+    while time.monotonic() - began < seconds:
+        if predicate():
+            return time.monotonic() - began
+        time.sleep(1)
+    raise AssertionError(f"{what} within {seconds}s")
+
+
+async def _publish_poison(amqp_url: str) -> list[str]:
+    """Messages no consumer can decode, routed to the orchestrator's command queue."""
+    ids = [f"poison-{i}" for i in range(POISON)]
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange("shipwreck")
+        for message_id in ids:
+            await exchange.publish(
+                aio_pika.Message(
+                    b'{"type": "deployment.request.v1", "repo_url": 42',
+                    message_id=message_id,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key="deployment.request.v1",
+                mandatory=True,
+            )
+    return ids
+
+
+async def _dead_letters(amqp_url: str) -> list[str]:
+    """The message ids in the dead-letter queue (read, then put back)."""
+    connection = await aio_pika.connect(amqp_url)
+    seen: list[str] = []
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue("shipwreck.dead-letters")
+        held = []
+        while True:
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            seen.append(message.message_id or f"(no id) {message.body[:80]!r}")
+            held.append(message)
+        for message in held:
+            await message.nack(requeue=True)
+    return seen
+
+
+def _stored_story(database_url: str) -> dict[str, list[str]]:
+    """Every deployment's statuses, replayed from the orchestrator's stored events."""
+    from shipwreck_eventstore.config import StoreConfig
+    from shipwreck_orchestrator.domain import Deployment
+    from shipwreck_orchestrator.service import Orchestrator
+
+    app = Orchestrator(StoreConfig(database_url=database_url))
+    try:
+        ids: set[uuid.UUID] = set()  # every Deployment aggregate in the log
+        start = 1
+        while True:
+            section = app.notification_log.select(start=start, limit=1000)
+            if not section:
+                break
+            for notification in section:
+                if notification.topic.startswith(f"{Deployment.__module__}:Deployment."):
+                    ids.add(uuid.UUID(str(notification.originator_id)))
+            start = section[-1].id + 1
+        story: dict[str, list[str]] = {}
+        for deployment_id in ids:
+            final: Deployment = app.repository.get(deployment_id)
+            statuses: list[str] = []
+            for version in range(1, final.version + 1):
+                statuses.append(str(app.repository.get(deployment_id, version=version).status))
+            story[str(deployment_id)] = _changes(statuses)
+        return story
+    finally:
+        app.close()
+
+
+def test_the_platform_heals_from_kills_restarts_and_a_lost_node(
+    faulty_platform: Platform,
+    rabbit: PrivateRabbit,
+    postgres: PrivatePostgres,
+    git_server: GitServer,
+) -> None:
+    platform = faulty_platform
+    rng = random.Random(SEED)
+    chaos = Chaos(platform, rabbit, postgres)
+    api_port = free_port()
+    nodes = {name: node_settings(platform, f"faults-{name}") for name in ("node-a", "node-b")}
+    proxy_port = {
+        _node_id(f"faults-{n}"): int(s["SHIPWRECK_PROXY_HTTP_PORT"]) for n, s in nodes.items()
+    }
+    chaos.add("scheduler", "shipwreck_scheduler", "scheduler ready")
+    chaos.add("orchestrator", "shipwreck_orchestrator", "orchestrator ready", **ORCHESTRATOR_ENV)
+    # Polling out of the way: every deployment here is asked for explicitly, so the count
+    # is the suite's own. The watcher is still killed and restarted with the rest.
+    chaos.add("watcher", "shipwreck_watcher", "watcher ready", SHIPWRECK_WATCH_INTERVAL="3600")
+    for name, settings in nodes.items():
+        chaos.add(name, "shipwreck_node", "node ready", **settings)
+    chaos.add(
+        "api",
+        "shipwreck_api",
+        "api ready",
+        SHIPWRECK_API_PORT=str(api_port),
+        SHIPWRECK_API_TOKEN=TOKEN,
+    )
+    api = Api(api_port)
+    _wait(lambda: len(api.gql("{ nodes { id } }")["nodes"]) >= 2, 60, "two nodes registered")
+    poison = asyncio.run(_publish_poison(platform.amqp_url))
+
+    apps = [f"f{i:02d}" for i in range(APPS)]
+    versions: dict[str, str] = {}  # commit -> the body its app answers with
+    submitted = 0
+    submitting = threading.Event()
+    submitting.set()
+    failures: list[BaseException] = []
+
+    def submit() -> None:
+        nonlocal submitted
+        try:
+            for n in range(DEPLOYMENTS):
+                app = apps[n % len(apps)]
+                body = f"{app} v{n // len(apps)}\n"
+                commit = git_server.publish_app(app, "python-version", overrides={"VERSION": body})
+                versions[commit] = body
+                api.gql(
+                    "mutation($url: String!) { deploy(input: {repoUrl: $url}) { id } }",
+                    url=git_server.url(app),
+                )
+                submitted += 1
+                time.sleep(rng.uniform(0.5, 2.0))
+        except BaseException as e:  # reported by the main thread
+            failures.append(e)
+        finally:
+            submitting.clear()
+
+    node_loss: dict[str, datetime] = {}
+
+    def lose_node_b() -> None:
+        """node-b's machine dies: its process, its containers and its Caddy go for good."""
+        with chaos.lock:
+            chaos.dead_for_good.add("node-b")
+            lost_at = datetime.now(UTC)
+            chaos.kill("node-b")
+            client = docker.from_env()
+            try:
+                for container in client.containers.list(
+                    all=True, filters={"label": f"org.shipwreck.node={_node_id('faults-node-b')}"}
+                ):
+                    container.remove(force=True)
+            finally:
+                client.close()
+            admin = nodes["node-b"]["SHIPWRECK_PROXY_ADMIN"]
+            with contextlib.suppress(httpx.HTTPError):  # Caddy may be gone already
+                httpx.post(f"http://{admin}/stop", timeout=5)
+        node_loss["lost_at"] = lost_at
+
+    def unleash() -> None:
+        done_rabbit = done_postgres = done_node = False
+        while submitting.is_set():
+            time.sleep(KILL_EVERY)
+            progress = submitted / DEPLOYMENTS
+            if not done_rabbit and progress >= 0.25:
+                done_rabbit = True
+                chaos.restart_rabbit(down=3)
+                continue
+            if not done_node and progress >= 0.45:
+                done_node = True
+                lose_node_b()
+                continue
+            if not done_postgres and progress >= 0.65:
+                done_postgres = True
+                chaos.restart_postgres(down=3)
+                continue
+            victim = rng.choice(chaos.alive())
+            chaos.kill_and_restart(victim)
+
+    driver = threading.Thread(target=submit, daemon=True)
+    monkey = threading.Thread(target=lambda: _guard(unleash, failures), daemon=True)
+    started = time.monotonic()
+    driver.start()
+    monkey.start()
+    driver.join()
+    monkey.join()
+    assert not failures, failures
+    chaos.ensure_all_running()
+    assert node_loss, "the run was too short to lose node-b"
+
+    # 1. Every deployment ends; none is stuck in progress.
+    def all_terminal() -> bool:
+        listed = api.gql("{ deployments(first: 10000) { id status } }")["deployments"]
+        return len(listed) >= DEPLOYMENTS and all(d["status"] in TERMINAL for d in listed)
+
+    _wait(all_terminal, 600, "every deployment terminal")
+    settled = time.monotonic()
+    live = api.gql(READ_MODEL)
+    deployments = live["deployments"]
+    by_id = {d["id"]: d for d in deployments}
+    node_b = _node_id("faults-node-b")
+
+    # 2. Every app meant to run is served by exactly one container, through its route.
+    client = docker.from_env()
+    try:
+        containers = [
+            c
+            for c in client.containers.list()
+            if c.labels.get("org.shipwreck.node") in set(platform.node_ids)
+            and c.labels.get("org.shipwreck.role", "app") == "app"
+        ]
+    finally:
+        client.close()
+    served = 0
+    for app in live["apps"]:
+        current = app["current"] and by_id[app["current"]["id"]]
+        mine = [c for c in containers if c.labels.get("org.shipwreck.app") == app["name"]]
+        if not current or current["status"] != "RUNNING":
+            assert mine == [], (app, [c.labels for c in mine])
+            continue
+        assert current["node"] != node_b, current
+        assert [c.labels.get("org.shipwreck.deployment") for c in mine] == [current["id"]], (
+            app["name"],
+            [c.labels for c in mine],
+        )
+        status, body = _get(proxy_port[current["node"]], f"{app['name']}.localhost")
+        assert (status, body) == (200, versions[current["commit"]]), (app, current)
+        served += 1
+    assert served >= len(apps) // 2, f"only {served} of {len(apps)} apps run at the end"
+
+    # 3. Read models rebuilt from scratch equal the live ones: a fresh api, and a rebuild.
+    chaos.add(
+        "api-fresh",
+        "shipwreck_api",
+        "api ready",
+        SHIPWRECK_API_PORT=str(fresh_port := free_port()),
+        SHIPWRECK_API_TOKEN=TOKEN,
+    )
+    fresh = Api(fresh_port)
+    _wait(lambda: fresh.gql(READ_MODEL) == live, 60, "a fresh api answering as the live one")
+    api.gql("mutation { rebuildReadModel { deployments } }")
+    assert api.gql(READ_MODEL) == live
+
+    # 4. The dead-letter queue holds only the injected poison.
+    assert sorted(asyncio.run(_dead_letters(platform.amqp_url))) == sorted(poison)
+
+    # 5. The stored events, replayed, tell the read models' story: no gap, no duplicate.
+    story = _stored_story(platform.database_url)
+    assert set(story) == set(by_id)
+    for deployment_id, statuses in story.items():
+        history = _changes([h["status"] for h in by_id[deployment_id]["history"]])
+        assert history == statuses, (deployment_id, history, statuses)
+        assert statuses[-1] == by_id[deployment_id]["status"]
+
+    # The figures.
+    figures = {
+        "bench": "faults",
+        "deployments": len(deployments),
+        "submitted": submitted,
+        "apps": len(apps),
+        "apps_running_at_end": served,
+        "statuses": {s: sum(d["status"] == s for d in deployments) for s in sorted(TERMINAL)},
+        "kills": len(chaos.kills),
+        "kills_by_service": {
+            n: sum(k["service"] == n for k in chaos.kills) for n in sorted(chaos.services)
+        },
+        "longest_recovery_s": max((k["recovery_s"] for k in chaos.kills), default=0),
+        "infra_restarts": chaos.infra_restarts,
+        "run_s": round(settled - started, 1),
+        "seed": SEED,
+    }
+    figures.update(_reschedule_figures(deployments, node_loss["lost_at"]))
+    line = json.dumps(figures)
+    print(line)
+    out = ROOT / ".benchmarks"
+    out.mkdir(exist_ok=True)
+    with (out / "faults.jsonl").open("a") as f:
+        f.write(line + "\n")
+
+
+def _guard(target: Callable[[], None], failures: list[BaseException]) -> None:
+    try:
+        target()
+    except BaseException as e:
+        failures.append(e)
+
+
+def _changes(statuses: list[str]) -> list[str]:
+    """The statuses one after another, a repeated one once (two events may keep a status)."""
+    return [s for i, s in enumerate(statuses) if i == 0 or statuses[i - 1] != s]
+
+
+def _reschedule_figures(deployments: list[dict[str, Any]], lost_at: datetime) -> dict[str, Any]:
+    """How long after node-b died its deployments were noticed and ran again elsewhere."""
+    noticed: list[float] = []
+    running: list[float] = []
+    for d in deployments:
+        history = d["history"]
+        marks = [i for i, h in enumerate(history) if "lost while" in h["message"]]
+        if not marks:
+            continue
+        seen = datetime.fromisoformat(history[marks[0]]["at"])
+        noticed.append((seen - lost_at).total_seconds())
+        again = [h for h in history[marks[0] :] if h["status"] == "RUNNING"]
+        if again:
+            running.append((datetime.fromisoformat(again[0]["at"]) - lost_at).total_seconds())
+    return {
+        "node_loss_noticed_s": round(max(noticed), 1) if noticed else None,
+        "rescheduled_running_again": len(running),
+        "longest_loss_to_running_s": round(max(running), 1) if running else None,
+    }
