@@ -118,6 +118,13 @@ class Spy:
             quiet_since = asyncio.get_running_loop().time()
         return got
 
+    async def next_request(self, origin: str = "orchestrator") -> ReplayRequested:
+        """The next replay request to ``origin`` (the api asks the watcher for its too)."""
+        while True:
+            message, _ = await self.next()
+            if isinstance(message, ReplayRequested) and message.origin == origin:
+                return message
+
     async def next(self) -> tuple[Message, dict[str, Any]]:
         """The next message (waits for it, up to 10 s)."""
         for _ in range(500):
@@ -554,7 +561,7 @@ async def test_healthz_says_rebuilding_until_the_replay_finishes(
 ) -> None:
     replays = await orchestra.spy([tag_of(ReplayRequested)])
     async with AsyncTestClient(app=api(amqp_url, tmp_path)) as client:
-        request, _ = await replays.next()
+        request = await replays.next_request()
         before = (await client.get("/healthz")).json()
         assert isinstance(request, ReplayRequested)
         await orchestra.send(
@@ -597,7 +604,7 @@ async def test_a_fresh_api_rebuilds_to_identical_answers_from_a_replay(
             "deployments": [],
             "apps": [],
         }
-        request, _ = await replays.next()
+        request = await replays.next_request()
         assert isinstance(request, ReplayRequested)
         # The replay, out of order and overlapping with the same events arriving live.
         replayed = list(s.relayed)

@@ -194,7 +194,7 @@ async def test_a_rebuild_of_ten_thousand_deployments_answers_identically(
     with _api_process(amqp_url, tmp_path, rebuild_timeout_seconds="60") as (_, url):
         base = url.replace("ws://", "http://").removesuffix("/graphql")
         async with httpx.AsyncClient(base_url=base, headers=AUTH, timeout=60) as http:
-            first, _ = await replays.next()
+            first = await replays.next_request()
             assert isinstance(first, ReplayRequested)
             await replay(amqp_url, history, first.reply_to, seed=1)
             await _ready(http)
@@ -208,7 +208,7 @@ async def test_a_rebuild_of_ten_thousand_deployments_answers_identically(
                          after { deployments apps events } } }""",
                 )
             )
-            second, _ = await replays.next()
+            second = await replays.next_request()
             assert isinstance(second, ReplayRequested)
             assert second.reply_to == first.reply_to
             await replay(amqp_url, history, second.reply_to, seed=2)
@@ -285,7 +285,7 @@ async def test_after_its_connection_drops_the_api_asks_for_a_replay_of_what_it_m
     half = len(s.relayed) // 2
     replays = await orchestra.spy([tag_of(ReplayRequested)])
     async with AsyncTestClient(app=api(amqp_url, tmp_path)) as client:
-        first, _ = await replays.next()
+        first = await replays.next_request()
         assert isinstance(first, ReplayRequested)
         await replay(amqp_url, s.relayed[:half], first.reply_to, seed=1)
         await eventually(
@@ -293,7 +293,7 @@ async def test_after_its_connection_drops_the_api_asks_for_a_replay_of_what_it_m
         )
         _close_feed_connection(urlsplit(amqp_url).path.lstrip("/"))
         await orchestra.relay(s.relayed[half:])  # published while the api's queue is gone
-        again, _ = await asyncio.wait_for(replays.next(), 30)
+        again = await asyncio.wait_for(replays.next_request(), 30)
         assert isinstance(again, ReplayRequested)
         assert again.reply_to == first.reply_to  # the same queue, declared again
         await replay(amqp_url, s.relayed, again.reply_to, seed=2)

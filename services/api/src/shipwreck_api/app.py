@@ -1,8 +1,9 @@
 """The api's composition root: Litestar serving GraphQL, fed by an exclusive update queue.
 
 Start-up order matters for the rebuild (invariant 2, the api reads no other service's
-tables): the exclusive queue is declared, bound and consumed first, and only then is the
-orchestrator asked to replay its log into it. Live events and the replay then arrive
+tables): the exclusive queue is declared, bound and consumed first, and only then are the
+orchestrator and the watcher (whose log holds the trigger ledger) asked to replay their
+logs into it. Live events and the replay then arrive
 together, in any order and possibly twice; the read model folds by log position, so the
 result is the same as if they had arrived once, in order. When the queue's connection
 drops, the queue goes with it: once reconnected, the api asks for a replay again.
@@ -125,8 +126,10 @@ def create_app(
         ReadModel(
             log_lines=settings.log_buffer_lines,
             log_deployments=settings.log_buffer_deployments,
+            ledger_entries=settings.ledger_entries,
         ),
         origin=settings.replay_origin,
+        ledger_origin=settings.ledger_origin,
         queue_size=settings.subscriber_queue_size,
         log_queue_size=settings.log_subscriber_queue_size,
         unknown_wait=settings.unknown_deployment_wait_seconds,
@@ -136,30 +139,32 @@ def create_app(
     # disappears with the process (DESIGN section 8). It is also where the replay is sent.
     updates = f"api.updates.{uuid.uuid4().hex[:12]}"
 
-    async def ask_for_replay() -> None:
-        """Publish one replay request whose answer comes to this process's queue."""
+    origins = (settings.replay_origin, settings.ledger_origin)
+
+    async def ask_for_replay(origin: str) -> None:
+        """Publish one replay request to ``origin``; its answer comes to this process's queue."""
         now = datetime.now(UTC)
-        live.replay_requesting(now)
-        # Mandatory: if no queue takes the request (the orchestrator's topology is not
-        # declared yet), that is an error rather than a wait for an answer that never comes.
+        live.replay_requesting(now, origin)
+        # Mandatory: if no queue takes the request (the writer's topology is not declared
+        # yet), that is an error rather than a wait for an answer that never comes.
         await publish(
             broker,
-            ReplayRequested(
-                origin=settings.replay_origin,
-                reply_to=updates,
-                after_position=0,
-                requested_at=now,
-            ),
+            ReplayRequested(origin=origin, reply_to=updates, after_position=0, requested_at=now),
             mandatory=True,
         )
-        live.replay_requested()
+        live.replay_requested(origin)
+
+    async def ask_for_replays() -> None:
+        """Ask every writer whose log this read model folds for a replay."""
+        for origin in origins:
+            await ask_for_replay(origin)
 
     actions = Actions(
         live,
         bus or RabbitCommandBus(broker),
         allow_private=settings.git_allow_private,
         resolve=resolver,
-        request_replay=ask_for_replay,
+        request_replay=ask_for_replays,
         rebuild_timeout=settings.rebuild_timeout_seconds,
     )
     token, token_source = resolve_token(settings.api_token, settings.state_dir)
@@ -215,23 +220,30 @@ def create_app(
 
     @get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "readModel": live.replay.as_json()}
+        return {
+            "status": "ok",
+            "readModel": live.replay.as_json(),
+            "ledger": live.ledger_replay.as_json(),
+        }
 
     async def request_replay() -> None:
-        while True:
-            try:
-                await ask_for_replay()
-            except (PublishFailed, AMQPError, ConnectionError, OSError) as e:
-                # Not routed (no queue yet), or RabbitMQ away: the rebuild waits for it.
-                log.warning(
-                    "read model rebuilding: replay request not delivered (%s); retrying in %.0fs",
-                    e,
-                    settings.replay_retry_seconds,
-                )
-                await asyncio.sleep(settings.replay_retry_seconds)
-                continue
-            log.info("read model rebuilding: asked %s to replay its log", settings.replay_origin)
-            return
+        for origin in origins:
+            while True:
+                try:
+                    await ask_for_replay(origin)
+                except (PublishFailed, AMQPError, ConnectionError, OSError) as e:
+                    # Not routed (no queue yet), or RabbitMQ away: the rebuild waits for it.
+                    log.warning(
+                        "read model rebuilding: replay request to %s not delivered (%s); "
+                        "retrying in %.0fs",
+                        origin,
+                        e,
+                        settings.replay_retry_seconds,
+                    )
+                    await asyncio.sleep(settings.replay_retry_seconds)
+                    continue
+                log.info("read model rebuilding: asked %s to replay its log", origin)
+                break
 
     @post("/webhooks/{provider:str}", status_code=202)
     async def webhook(provider: str, request: Request[Any, Any, Any]) -> Response[dict[str, str]]:

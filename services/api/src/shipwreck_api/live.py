@@ -1,11 +1,12 @@
 """Live updates: incoming messages fold into the read model, changes fan out to subscribers.
 
 One :class:`Live` per api process. Its ``receive`` is called for every message of the api's
-exclusive queue (live events, the replay, heartbeats, log lines); a change is computed
+exclusive queue (live events, the replays, heartbeats, log lines); a change is computed
 once and handed to every GraphQL subscriber through the broadcasters. It also tracks the
 rebuild: until the orchestrator's ``ReplayFinished`` arrives, the read model is
 "rebuilding" (queries answer, possibly incompletely), and :meth:`Live.rebuild` drops the
-read model and waits for a new replay.
+read model and waits for a new replay. The trigger ledger comes from another log, the
+watcher's, replayed and tracked the same way beside it.
 
 Subscribers can resume: deployments carry a ``sequence`` (how many of their events are
 folded) and log lines an ``(attempt, sequence)``; a subscriber that says what it has seen
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +30,7 @@ import msgspec
 
 from shipwreck_api.broadcast import Broadcaster, Overflow, Subscription
 from shipwreck_api.errors import NotFound
+from shipwreck_api.ledger import Ledger
 from shipwreck_api.readmodel import (
     AppRecord,
     Change,
@@ -51,6 +54,7 @@ from shipwreck_contracts import (
     DeploymentStatus,
     DeploymentStopped,
     DeploymentSuperseded,
+    LedgerEntryRecorded,
     LogLine,
     NodeDrained,
     NodeHeartbeat,
@@ -84,6 +88,7 @@ TRACKED_TAGS = tuple(
 
 LIVE_TAGS = (
     *TRACKED_TAGS,
+    tag_of(LedgerEntryRecorded),
     tag_of(NodeHeartbeat),
     tag_of(NodeDrained),
     tag_of(NodeLost),
@@ -133,11 +138,18 @@ class RebuildOutcome:
     before: Counts
     after: Counts
     seconds: float
+    ledger_finished_at: datetime | None = None
+    """When the watcher finished replaying the ledger (None: not within the wait)."""
 
     @property
     def complete(self) -> bool:
         """Whether the orchestrator's ReplayFinished arrived within the timeout."""
         return self.finished_at is not None
+
+    @property
+    def ledger_complete(self) -> bool:
+        """Whether the watcher's ReplayFinished arrived within the timeout."""
+        return self.ledger_finished_at is not None
 
 
 class Live:
@@ -148,6 +160,7 @@ class Live:
         model: ReadModel | None = None,
         *,
         origin: str = "orchestrator",
+        ledger_origin: str = "watcher",
         queue_size: int = 100,
         log_queue_size: int = 1000,
         unknown_wait: float = 10.0,
@@ -156,6 +169,7 @@ class Live:
     ) -> None:
         self.model = model if model is not None else ReadModel()
         self.replay = ReplayState(origin)
+        self.ledger_replay = ReplayState(ledger_origin)
         # Every subscriber has a bounded queue and never blocks the publisher; one that
         # falls behind loses its oldest items and refills what it missed from the read
         # model (stored events, the log buffer) when it catches up.
@@ -171,9 +185,11 @@ class Live:
         self.unknown_wait = unknown_wait
         self.log_grace = log_grace
         self.settle = settle
-        self._replays_requested = 0
-        self._replays_finished = 0
+        # Per origin: replay requests published, and ReplayFinished received.
+        self._replays_requested: Counter[str] = Counter()
+        self._replays_finished: Counter[str] = Counter()
         self._previous: ReadModel | None = None
+        self._previous_ledger: Ledger | None = None
         self._rebuilding_apps = False
         self._rebuild_lock = asyncio.Lock()
         self._last_tracked = 0.0
@@ -220,12 +236,22 @@ class Live:
                 self._announce(
                     self.model.apply(message, origin=str(origin), position=int(position))
                 )
+            case LedgerEntryRecorded():
+                origin, position = headers.get(ORIGIN_HEADER), headers.get(POSITION_HEADER)
+                if origin is None or position is None:
+                    log.warning("ignoring a ledger entry without origin/position headers")
+                    return
+                self._last_tracked = _loop_time()
+                self.model.apply_ledger(message, origin=str(origin), position=int(position))
             case NodeHeartbeat() | NodeDrained() | NodeLost():
                 self.model.apply_node(message)
             case LogLine():
                 if self.model.apply_log(message):
                     self.logs.publish(message.deployment_id, message)
-            case ReplayFinished(origin=origin) if origin == self.replay.origin:
+            case ReplayFinished(origin=origin) if origin in (
+                self.replay.origin,
+                self.ledger_replay.origin,
+            ):
                 self._replay_finished(message)
             case _:
                 # A replay brings every message the writer published, work for nodes too.
@@ -260,40 +286,57 @@ class Live:
 
     # -- the replay, and rebuilding ----------------------------------------------------------------
 
-    def replay_requesting(self, at: datetime) -> None:
-        """Say that a replay request is about to be published for the current rebuild.
+    def _state(self, origin: str | None) -> ReplayState:
+        if origin is None or origin == self.replay.origin:
+            return self.replay
+        if origin == self.ledger_replay.origin:
+            return self.ledger_replay
+        raise ValueError(f"no replay of {origin!r} rebuilds this read model")
+
+    def replay_requesting(self, at: datetime, origin: str | None = None) -> None:
+        """Say that a replay request to ``origin`` (default: the orchestrator's) is about to
+        be published for the current rebuild.
 
         Called before publishing: the answer may be handled before the publish returns.
         """
-        if self.replay.answer is None:
-            self.replay.answer = self._replays_requested + 1
-        if self.replay.requested_at is None:
-            self.replay.requested_at = at
+        state = self._state(origin)
+        if state.answer is None:
+            state.answer = self._replays_requested[state.origin] + 1
+        if state.requested_at is None:
+            state.requested_at = at
 
-    def replay_requested(self) -> None:
+    def replay_requested(self, origin: str | None = None) -> None:
         """Say that the replay request announced by :meth:`replay_requesting` was published."""
-        self._replays_requested += 1
+        self._replays_requested[self._state(origin).origin] += 1
 
     def _replay_finished(self, message: ReplayFinished) -> None:
-        # The orchestrator answers requests in order, one ReplayFinished each: the n-th one
+        # Each writer answers requests in order, one ReplayFinished each: the n-th one
         # answers the n-th request, and an answer to an earlier request (before a rebuild
         # dropped the model) does not end the current rebuild.
-        self._replays_finished += 1
-        state = self.replay
+        state = self._state(message.origin)
+        self._replays_finished[state.origin] += 1
         # Without a request from this process (tests feeding messages), the first answers.
         answer = state.answer if state.answer is not None else 1
-        if self._replays_finished < answer or state.done.is_set():
+        if self._replays_finished[state.origin] < answer or state.done.is_set():
             return
         state.finished_at = message.at
         state.last_position = message.last_position
-        previous, self._previous = self._previous, None
-        if previous is not None:
-            # Events received live before the drop and after what the replay covered (the
-            # relay had published them but not yet recorded its position) are not replayed:
-            # keep them from the dropped model.
-            for tracked, origin, position in previous.tracked():
-                if origin == state.origin and position > message.last_position:
-                    self._announce(self.model.apply(tracked, origin=origin, position=position))
+        # What was received live before the drop and after what the replay covered (the
+        # relay had published it but not yet recorded its position) is not replayed: keep
+        # it from the dropped model.
+        if state is self.replay:
+            previous, self._previous = self._previous, None
+            if previous is not None:
+                for tracked, origin, position in previous.tracked():
+                    if origin == state.origin and position > message.last_position:
+                        change = self.model.apply(tracked, origin=origin, position=position)
+                        self._announce(change)
+        else:
+            ledger, self._previous_ledger = self._previous_ledger, None
+            if ledger is not None:
+                for entry, origin, position in ledger.tracked():
+                    if origin == state.origin and position > message.last_position:
+                        self.model.apply_ledger(entry, origin=origin, position=position)
         state.done.set()
         log.info(
             "read model rebuilt from %s up to position %d", message.origin, message.last_position
@@ -305,38 +348,54 @@ class Live:
         *,
         wait: float,
     ) -> RebuildOutcome:
-        """Drop the read model, ask for a replay, and answer once it has finished.
+        """Drop the read model, ask for replays, and answer once they have finished.
 
-        ``request_replay`` publishes the request (calling :meth:`replay_requesting` and
-        :meth:`replay_requested`). Answers when the orchestrator's ReplayFinished has arrived
-        and the deliveries before it are folded, or after ``wait`` seconds (the rebuild
+        ``request_replay`` publishes the requests, to the orchestrator and to the watcher
+        (calling :meth:`replay_requesting` and :meth:`replay_requested` for each). Answers
+        when the orchestrator's ReplayFinished has arrived and the deliveries before it are
+        folded, and the watcher's too if it has ever answered this process (an api run
+        without a watcher does not wait for one); or after ``wait`` seconds (the rebuild
         then goes on; /healthz says when it is done). One rebuild at a time.
         """
         async with self._rebuild_lock:
             loop = asyncio.get_running_loop()
             started = loop.time()
+            deadline = started + wait
             requested_at = datetime.now(UTC)
             old = self.model
             before = old.counts()
-            old_state = self.replay
-            state = ReplayState(old_state.origin, answer=self._replays_requested + 1)
-            self._previous, self.model, self.replay = old, old.emptied(), state
+            old_state, old_ledger_state = self.replay, self.ledger_replay
+            state = ReplayState(
+                old_state.origin, answer=self._replays_requested[old_state.origin] + 1
+            )
+            ledger_origin = old_ledger_state.origin
+            ledger_state = ReplayState(
+                ledger_origin, answer=self._replays_requested[ledger_origin] + 1
+            )
+            wait_for_ledger = self._replays_finished[ledger_origin] > 0
+            self._previous, self._previous_ledger = old, old.ledger
+            self.model, self.replay, self.ledger_replay = old.emptied(), state, ledger_state
             self._rebuilding_apps = True
             log.info("read model dropped: rebuilding from a replay of %s", state.origin)
             try:
                 await request_replay()
             except BaseException:
                 # Nothing will answer: keep the old model, with what arrived meanwhile.
-                dropped, self.model, self._previous = self.model, old, None
+                dropped, self.model = self.model, old
+                self._previous = self._previous_ledger = None
                 self._rebuilding_apps = False
                 for tracked, origin, position in dropped.tracked():
                     self._announce(old.apply(tracked, origin=origin, position=position))
-                self.replay = old_state
+                for entry, origin, position in dropped.ledger.tracked():
+                    old.apply_ledger(entry, origin=origin, position=position)
+                self.replay, self.ledger_replay = old_state, old_ledger_state
                 raise
             try:
                 await asyncio.wait_for(state.done.wait(), wait)
+                if wait_for_ledger:
+                    await asyncio.wait_for(ledger_state.done.wait(), deadline - loop.time())
             except TimeoutError:
-                log.warning("read model rebuild: no ReplayFinished within %.0fs", wait)
+                log.warning("read model rebuild: a replay did not finish within %.0fs", wait)
             else:
                 await self._settled(loop.time() + min(wait, 1.0))
             finally:
@@ -351,6 +410,7 @@ class Live:
                 before=before,
                 after=self.model.counts(),
                 seconds=loop.time() - started,
+                ledger_finished_at=ledger_state.finished_at,
             )
 
     async def _settled(self, deadline: float) -> None:

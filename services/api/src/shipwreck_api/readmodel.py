@@ -27,6 +27,7 @@ from typing import Final, NamedTuple, Protocol, TypeAlias
 
 import msgspec
 
+from shipwreck_api.ledger import DEFAULT_MAX_ENTRIES, Ledger
 from shipwreck_contracts import (
     AppWatchChanged,
     DeploymentCancelled,
@@ -40,6 +41,7 @@ from shipwreck_contracts import (
     DeploymentStatus,
     DeploymentStopped,
     DeploymentSuperseded,
+    LedgerEntryRecorded,
     LogLine,
     LogStream,
     Message,
@@ -882,6 +884,8 @@ class Counts:
     deployments: int
     apps: int
     events: int
+    ledger_entries: int = 0
+    """Trigger-ledger entries kept (from the watcher's log)."""
 
 
 class ReadModel:
@@ -895,6 +899,7 @@ class ReadModel:
         log_deployments: int = 200,
         logs: LogBuffers | None = None,
         nodes: NodesView | None = None,
+        ledger_entries: int = DEFAULT_MAX_ENTRIES,
     ) -> None:
         self._events: dict[uuid.UUID, dict[Key, DeploymentEvent]] = {}
         self._latest_at: dict[uuid.UUID, datetime] = {}
@@ -907,6 +912,7 @@ class ReadModel:
         self._pending: OrderedDict[uuid.UUID, DeploymentRecord] = OrderedDict()
         self._max_pending = max_pending
         self.nodes = nodes if nodes is not None else NodesView()
+        self.ledger = Ledger(max_entries=ledger_entries)
         self.logs = (
             logs
             if logs is not None
@@ -914,13 +920,19 @@ class ReadModel:
         )
 
     def emptied(self) -> ReadModel:
-        """A read model without the orchestrator's events, to rebuild from a replay.
+        """A read model without the orchestrator's events and the watcher's ledger, to
+        rebuild from replays.
 
         What no replay can bring back stays: the node view and log lines (they come straight
         from the nodes, not from a log), and the deployments requested here and not
         recorded yet.
         """
-        model = ReadModel(max_pending=self._max_pending, logs=self.logs, nodes=self.nodes)
+        model = ReadModel(
+            max_pending=self._max_pending,
+            logs=self.logs,
+            nodes=self.nodes,
+            ledger_entries=self.ledger.max_entries,
+        )
         model._pending = OrderedDict(self._pending)
         return model
 
@@ -969,6 +981,10 @@ class ReadModel:
     def apply_node(self, message: NodeHeartbeat | NodeDrained | NodeLost) -> bool:
         """Fold a node message; returns whether the node view changed."""
         return self.nodes.apply(message)
+
+    def apply_ledger(self, entry: LedgerEntryRecorded, *, origin: str, position: int) -> bool:
+        """Keep a ledger entry the watcher relayed at ``position`` of its log ``origin``."""
+        return self.ledger.apply(entry, origin=origin, position=position)
 
     def apply_log(self, line: LogLine) -> bool:
         """Keep a log line; returns False for a redelivered one."""
@@ -1043,7 +1059,12 @@ class ReadModel:
         apps = sum(1 for ids in self._by_app.values() if ids) + sum(
             1 for name in self._watch if not self._by_app.get(name)
         )
-        return Counts(deployments=len(self._records), apps=apps, events=self.event_count)
+        return Counts(
+            deployments=len(self._records),
+            apps=apps,
+            events=self.event_count,
+            ledger_entries=self.ledger.count,
+        )
 
     def _all_records(self) -> Iterator[DeploymentRecord]:
         yield from self._records.values()

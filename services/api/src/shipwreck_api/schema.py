@@ -24,7 +24,8 @@ from shipwreck_api import readmodel
 from shipwreck_api.commands import Actions
 from shipwreck_api.errors import ApiError, Refused
 from shipwreck_api.fanout import SharedResultExecutor
-from shipwreck_api.live import Live, RebuildOutcome
+from shipwreck_api.ledger import LedgerRow
+from shipwreck_api.live import Live, RebuildOutcome, ReplayState
 from shipwreck_api.readmodel import (
     AppRecord,
     Counts,
@@ -229,6 +230,69 @@ class Deployment:
         return _ctx(info).live.model.logs.dropped(self.record.id)
 
 
+@strawberry.type(
+    description=(
+        "One entry of the trigger ledger: a commit the watcher saw, a webhook it accepted "
+        "or rejected (and why), a rollback pinning an app."
+    )
+)
+class LedgerEntry:
+    row: strawberry.Private[LedgerRow]
+
+    @strawberry.field(description="When the watcher recorded it.")
+    def at(self) -> datetime:
+        return self.row.entry.at
+
+    @strawberry.field(
+        description=(
+            "COMMIT_OBSERVED (by polling; the first is a baseline), WEBHOOK_ACCEPTED, "
+            "WEBHOOK_REJECTED or ROLLBACK_PINNED."
+        )
+    )
+    def kind(self) -> str:
+        return self.row.entry.kind
+
+    @strawberry.field(description="False when the watcher rejected it (see reason).")
+    def accepted(self) -> bool:
+        return self.row.accepted
+
+    @strawberry.field(description="Why: what the watcher made of it, or why it rejected it.")
+    def reason(self) -> str:
+        return self.row.entry.reason
+
+    @strawberry.field(description="The commit seen, announced, or rolled back to.")
+    def commit(self) -> str | None:
+        return self.row.entry.commit
+
+    @strawberry.field(description="How the watcher learnt of it: WATCH, WEBHOOK or ROLLBACK.")
+    def trigger(self) -> Trigger | None:
+        return self.row.entry.trigger
+
+    @strawberry.field(description="The Git host's delivery id, for a webhook.")
+    def delivery_id(self) -> str | None:
+        return self.row.entry.delivery_id
+
+    @strawberry.field(description="The Git host that sent the webhook (github, gitea, gitlab).")
+    def provider(self) -> str | None:
+        return self.row.entry.provider
+
+    @strawberry.field
+    def repo_url(self) -> str:
+        return self.row.entry.repo_url
+
+    @strawberry.field(description="The branch concerned (null: a push that was not to one).")
+    def branch(self) -> str | None:
+        return self.row.entry.branch
+
+    @strawberry.field(description="The apps it concerns.")
+    def apps(self) -> list[str]:
+        return list(self.row.entry.apps)
+
+    @strawberry.field(description="Its position in the watcher's log (entries sort by it).")
+    def position(self) -> int:
+        return self.row.position
+
+
 @strawberry.type(description="An app: the stable name and route its deployments share.")
 class App:
     record: strawberry.Private[AppRecord]
@@ -274,6 +338,25 @@ class App:
         view = _view(info, self.view)
         records = view.deployments(app=self.record.name, first=_page(first))
         return [Deployment(record=r) for r in records]
+
+    @strawberry.field(
+        description=(
+            "Why deployments were (or were not) triggered: the newest `limit` entries of the "
+            "watcher's ledger about the app's branch, oldest first. The api keeps the newest "
+            "SHIPWRECK_LEDGER_ENTRIES (1000) per (repository, branch)."
+        )
+    )
+    def ledger(self, info: Info[Any, Any], limit: int | None = DEFAULT_PAGE) -> list[LedgerEntry]:
+        # A past state shows the ledger as it was then.
+        until = self.view.at if isinstance(self.view, readmodel.PlatformState) else None
+        rows = _ctx(info).live.model.ledger.for_app(
+            self.record.name,
+            self.record.repo_url,
+            self.record.branch,
+            limit=_page(limit),
+            until=until,
+        )
+        return [LedgerEntry(row=r) for r in rows]
 
 
 @strawberry.type(description="A worker node, as its heartbeats and the scheduler describe it.")
@@ -470,16 +553,45 @@ class ReadModelCounts:
     deployments: int
     apps: int
     events: int = strawberry.field(description="The orchestrator's events folded.")
+    ledger_entries: int = strawberry.field(description="The watcher's ledger entries kept.")
 
     @staticmethod
     def of(counts: Counts) -> ReadModelCounts:
         """The GraphQL view of counts."""
         return ReadModelCounts(
-            deployments=counts.deployments, apps=counts.apps, events=counts.events
+            deployments=counts.deployments,
+            apps=counts.apps,
+            events=counts.events,
+            ledger_entries=counts.ledger_entries,
         )
 
 
-@strawberry.type(description="The api's read model: rebuilt from the orchestrator's log.")
+@strawberry.type(description="Where the replay of one event store's log stands.")
+class ReplayStatus:
+    origin: str = strawberry.field(description="The event store replayed.")
+    rebuilding: bool = strawberry.field(description="Whether the replay has not finished yet.")
+    requested_at: datetime | None
+    finished_at: datetime | None
+    last_position: int | None = strawberry.field(description="Where the last replay ended.")
+
+    @staticmethod
+    def of(state: ReplayState) -> ReplayStatus:
+        """The GraphQL view of a replay's state."""
+        return ReplayStatus(
+            origin=state.origin,
+            rebuilding=state.rebuilding,
+            requested_at=state.requested_at,
+            finished_at=state.finished_at,
+            last_position=state.last_position,
+        )
+
+
+@strawberry.type(
+    description=(
+        "The api's read model: rebuilt from the orchestrator's log (and the watcher's, for "
+        "the trigger ledger)."
+    )
+)
 class ReadModelStatus:
     rebuilding: bool = strawberry.field(description="Whether the replay has not finished yet.")
     origin: str = strawberry.field(description="The event store whose log it is folded from.")
@@ -487,6 +599,9 @@ class ReadModelStatus:
     finished_at: datetime | None
     last_position: int | None = strawberry.field(description="Where the last replay ended.")
     counts: ReadModelCounts
+    ledger: ReplayStatus = strawberry.field(
+        description="The replay of the watcher's log, which holds the trigger ledger."
+    )
 
 
 @strawberry.type(description="What rebuildReadModel did.")
@@ -496,6 +611,15 @@ class RebuildResult:
     @strawberry.field(description="Whether the replay finished before the timeout.")
     def complete(self) -> bool:
         return self.outcome.complete
+
+    @strawberry.field(
+        description=(
+            "Whether the watcher's replay of the trigger ledger finished too (waited for "
+            "only once the watcher has answered this api before)."
+        )
+    )
+    def ledger_complete(self) -> bool:
+        return self.outcome.ledger_complete
 
     @strawberry.field
     def requested_at(self) -> datetime:
@@ -588,6 +712,7 @@ class Query:
             finished_at=replay.finished_at,
             last_position=replay.last_position,
             counts=ReadModelCounts.of(live.model.counts()),
+            ledger=ReplayStatus.of(live.ledger_replay),
         )
 
 
@@ -637,8 +762,9 @@ class Mutation:
 
     @strawberry.mutation(
         description=(
-            "Drop the read model and rebuild it from a replay of the orchestrator's log; "
-            "answers when the replay has finished, or after SHIPWRECK_REBUILD_TIMEOUT_SECONDS."
+            "Drop the read model and rebuild it from replays of the orchestrator's log and "
+            "the watcher's ledger; answers when they have finished, or after "
+            "SHIPWRECK_REBUILD_TIMEOUT_SECONDS."
         )
     )
     async def rebuild_read_model(self, info: Info[Any, Any]) -> RebuildResult:

@@ -16,6 +16,10 @@ class ApiSettings(CommonSettings, frozen=True, kw_only=True):
     - ``SHIPWRECK_GIT_ALLOW_PRIVATE``: accept repository URLs on loopback and private
       addresses (refused by default, before anything is published).
     - ``SHIPWRECK_REPLAY_ORIGIN``: the event store whose log rebuilds the read model.
+    - ``SHIPWRECK_LEDGER_ORIGIN``: the event store whose log holds the trigger ledger (the
+      watcher's), replayed beside it.
+    - ``SHIPWRECK_LEDGER_ENTRIES``: how many ledger entries each (repository, branch)
+      keeps (the newest; default 1000).
     - ``SHIPWRECK_REPLAY_RETRY_SECONDS``: how often to ask again while no queue takes the
       replay request (the orchestrator's topology is not declared yet).
     - ``SHIPWRECK_SUBSCRIBER_QUEUE_SIZE``/``_LOG_SUBSCRIBER_QUEUE_SIZE``: how many updates /
@@ -30,7 +34,8 @@ class ApiSettings(CommonSettings, frozen=True, kw_only=True):
     - ``SHIPWRECK_LOG_BUFFER_DEPLOYMENTS``: how many deployments keep log lines (the most
       recently active ones; default 200). Memory for logs is bounded by the product.
     - ``SHIPWRECK_REBUILD_TIMEOUT_SECONDS``: how long ``rebuildReadModel`` waits for the
-      orchestrator's replay before answering (the rebuild goes on afterwards).
+      orchestrator's (and the watcher's) replay before answering (the rebuild goes on
+      afterwards).
     - ``SHIPWRECK_UNKNOWN_DEPLOYMENT_WAIT_SECONDS``: how long a subscription to a deployment
       not known yet waits for it to appear before answering "not found".
     """
@@ -41,6 +46,8 @@ class ApiSettings(CommonSettings, frozen=True, kw_only=True):
     state_dir: str = ".shipwreck"
     git_allow_private: bool = False
     replay_origin: str = "orchestrator"
+    ledger_origin: str = "watcher"
+    ledger_entries: int = 1000
     replay_retry_seconds: float = 5.0
     subscriber_queue_size: int = 100
     log_subscriber_queue_size: int = 1000
