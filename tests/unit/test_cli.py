@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -326,3 +328,131 @@ def test_rebuild_text_says_what_the_rebuild_did() -> None:
         {"complete": False, "seconds": 60, "lastPosition": None, "before": counts, "after": counts}
     )
     assert pending.startswith("the replay has not finished after 1m00s; the rebuild goes on")
+
+
+class FakeApi:
+    """Answers GraphQL documents with canned data, recording what was asked."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+        self.asked: list[tuple[str, dict[str, Any] | None]] = []
+
+    async def execute(self, query: str, variables: dict[str, Any] | None = None) -> Any:
+        self.asked.append((query, variables))
+        return self.data
+
+
+def _command(argv: list[str], api: FakeApi) -> tuple[int, str]:
+    args = build_parser().parse_args(argv)
+    out = io.StringIO()
+    code = asyncio.run(args.run(api, Io(out, io.StringIO(), tty=False), args))
+    return code, out.getvalue()
+
+
+def test_watch_and_unwatch_set_the_apps_watch() -> None:
+    api = FakeApi({"setAppWatch": {"name": "hello", "branch": "main", "watching": True}})
+    assert _command(["watch", "hello"], api) == (0, "app hello: watching branch main (requested)\n")
+    api.data = {"setAppWatch": {"name": "hello", "branch": "main", "watching": False}}
+    code, out = _command(["unwatch", "hello"], api)
+    assert (code, out) == (0, "app hello: no longer watching branch main (requested)\n")
+    assert [variables for query, variables in api.asked] == [
+        {"app": "hello", "watching": True},
+        {"app": "hello", "watching": False},
+    ]
+    assert all("setAppWatch(app: $app, watching: $watching)" in q for q, _ in api.asked)
+
+
+LEDGER_APP = {
+    "name": "hello",
+    "repoUrl": "git://127.0.0.1/hello",
+    "branch": "main",
+    "watching": True,
+    "ledger": [
+        {
+            "at": "2026-01-02T03:04:05+00:00",
+            "kind": "COMMIT_OBSERVED",
+            "accepted": True,
+            "reason": "baseline (the head when watching began)",
+            "commit": "1" * 40,
+            "trigger": "WATCH",
+            "deliveryId": None,
+            "provider": None,
+            "branch": "main",
+        },
+        {
+            "at": "2026-01-02T03:05:00+00:00",
+            "kind": "WEBHOOK_REJECTED",
+            "accepted": False,
+            "reason": "bad signature: X-Hub-Signature-256 does not match the webhook secret",
+            "commit": "2" * 40,
+            "trigger": "WEBHOOK",
+            "deliveryId": "d-1",
+            "provider": "github",
+            "branch": "main",
+        },
+    ],
+}
+
+
+def test_ledger_lists_an_apps_entries_newest_last_with_reasons() -> None:
+    api = FakeApi({"app": LEDGER_APP})
+    code, out = _command(["ledger", "hello", "-n", "5"], api)
+    assert code == 0
+    assert api.asked[0][1] == {"name": "hello", "limit": 5}
+    head, columns, baseline, rejected = out.splitlines()
+    assert head == "ledger of hello: git://127.0.0.1/hello branch main (watching)"
+    assert columns.split() == [
+        "TIME",
+        "KIND",
+        "VIA",
+        "BRANCH",
+        "COMMIT",
+        "DELIVERY",
+        "RESULT",
+        "REASON",
+    ]
+    assert baseline.split()[2:8] == ["COMMIT_OBSERVED", "WATCH", "main", "1" * 12, "-", "accepted"]
+    assert rejected.split()[2:9] == [
+        "WEBHOOK_REJECTED",
+        "WEBHOOK",
+        "github",
+        "main",
+        "2" * 12,
+        "d-1",
+        "rejected",
+    ]
+    assert rejected.endswith("bad signature: X-Hub-Signature-256 does not match the webhook secret")
+
+
+def test_ledger_of_an_unknown_app_fails_with_exit_code_1() -> None:
+    with pytest.raises(CliError, match="no app named 'ghost'") as failure:
+        _command(["ledger", "ghost"], FakeApi({"app": None}))
+    assert failure.value.exit_code == 1
+    assert build_parser().parse_args(["ledger", "x"]).limit == 50
+
+
+def test_rollback_and_cancel_take_their_targets() -> None:
+    rollback = build_parser().parse_args(["rollback", "hello", "3f1c", "--no-follow"])
+    assert (rollback.app, rollback.deployment, rollback.detach) == ("hello", "3f1c", True)
+    api = FakeApi({"rollback": DEPLOYMENT})
+    assert _command(["rollback", "hello", "3f1c", "--no-follow"], api) == (
+        0,
+        "deployment 3f1c\n",
+    )
+    assert api.asked[0][1] == {"app": "hello", "d": "3f1c"}
+    api = FakeApi({"cancelDeployment": {"id": "3f1c"}})
+    assert _command(["cancel", "3f1c"], api) == (
+        0,
+        "cancellation of deployment 3f1c requested\n",
+    )
+
+
+def test_rebuild_text_says_whether_the_ledger_was_replayed() -> None:
+    counts = {"deployments": 3, "apps": 2, "events": 20, "ledgerEntries": 7}
+    result = {"complete": True, "seconds": 1, "lastPosition": 42, "before": counts}
+    done = render.rebuild_text({**result, "after": counts, "ledgerComplete": True})
+    assert done.splitlines()[-1] == "ledger: 7 entries replayed from the watcher"
+    pending = render.rebuild_text({**result, "after": counts, "ledgerComplete": False})
+    assert pending.splitlines()[-1] == (
+        "ledger: the watcher's replay has not finished (7 entries so far)"
+    )

@@ -1,6 +1,7 @@
 """``shipwreck``: deploy from a Git URL and follow it; list deployments, apps and nodes; read
-a deployment's logs and stored events; look at the platform as it was at a time, or at what
-changed between two times; rebuild the api's read model.
+a deployment's logs and stored events; watch or unwatch an app's branch and read its trigger
+ledger; look at the platform as it was at a time, or at what changed between two times;
+rebuild the api's read model.
 
 Exit codes: 0 success (a followed deployment is RUNNING); 1 the deployment failed (ERRORED,
 CANCELLED, or ended without running) or what was asked about does not exist; 2 the request
@@ -66,14 +67,20 @@ Q_DIFF = """query($from: DateTime!, $to: DateTime!) { diff(from: $from, to: $to)
   apps { name before { id commit } after { id commit } }
   deployments { id app before after } } }"""
 Q_READ_MODEL = """{ readModel { rebuilding origin requestedAt finishedAt lastPosition
-  counts { deployments apps events } } }"""
+  counts { deployments apps events ledgerEntries }
+  ledger { origin rebuilding lastPosition } } }"""
+Q_LEDGER = """query($name: String!, $limit: Int) { app(name: $name) { name repoUrl branch watching
+  ledger(limit: $limit) { at kind accepted reason commit trigger deliveryId provider branch } } }"""
 M_DEPLOY = f"mutation($input: DeployInput!) {{ deploy(input: $input) {{ {DEPLOYMENT} }} }}"
 M_REDEPLOY = f"mutation($app: String!) {{ redeploy(app: $app) {{ {DEPLOYMENT} }} }}"
 M_ROLLBACK = f"mutation($app: String!, $d: ID!) {{ rollback(app: $app, deploymentId: $d) {{ {DEPLOYMENT} }} }}"  # noqa: E501
 M_CANCEL = f"mutation($id: ID!) {{ cancelDeployment(id: $id) {{ {DEPLOYMENT} }} }}"
 M_STOP = "mutation($app: String!) { stopApp(app: $app) { name } }"
-M_REBUILD = """mutation { rebuildReadModel { complete requestedAt finishedAt lastPosition
-  seconds before { deployments apps events } after { deployments apps events } } }"""
+M_WATCH = """mutation($app: String!, $watching: Boolean!) {
+  setAppWatch(app: $app, watching: $watching) { name branch watching } }"""
+M_REBUILD = """mutation { rebuildReadModel { complete ledgerComplete requestedAt finishedAt
+  lastPosition seconds before { deployments apps events ledgerEntries }
+  after { deployments apps events ledgerEntries } } }"""
 S_UPDATES = f"subscription($id: ID!, $after: Int) {{ deploymentUpdates(id: $id, after: $after) {{ {DEPLOYMENT} }} }}"  # noqa: E501
 S_LOGS = """subscription($id: ID!, $after: Int, $attempt: Int) {
   deploymentLogs(id: $id, after: $after, attempt: $attempt) { attempt stream sequence text } }"""
@@ -322,6 +329,25 @@ async def cmd_stop(client: ApiClient, io: Io, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_watch(client: ApiClient, io: Io, args: argparse.Namespace) -> int:
+    """Turn redeploy-on-new-commit on (watch) or off (unwatch) for an app."""
+    data = await client.execute(M_WATCH, {"app": args.app, "watching": args.watching})
+    app = data["setAppWatch"]
+    what = "watching" if args.watching else "no longer watching"
+    io.print(f"app {app['name']}: {what} branch {app['branch']} (requested)")
+    return 0
+
+
+async def cmd_ledger(client: ApiClient, io: Io, args: argparse.Namespace) -> int:
+    """Why an app's deployments were (or were not) triggered: its ledger, newest last."""
+    data = await client.execute(Q_LEDGER, {"name": args.app, "limit": args.limit})
+    app = data["app"]
+    if app is None:
+        raise CliError(f"no app named {args.app!r}", exit_code=1)
+    io.print(render.ledger_text(app))
+    return 0
+
+
 async def cmd_status(client: ApiClient, io: Io, args: argparse.Namespace) -> int:
     """One deployment in detail, or the latest deployments as a table."""
     if args.id:
@@ -433,6 +459,13 @@ async def cmd_projections_status(client: ApiClient, io: Io, args: argparse.Names
         f"{render.or_dash(model.get('lastPosition'))})"
     )
     io.print(render.counts_text(model["counts"]))
+    ledger = model.get("ledger")
+    if ledger is not None:
+        io.print(
+            f"ledger: {'rebuilding' if ledger['rebuilding'] else 'ready'} (from "
+            f"{ledger['origin']}, up to position {render.or_dash(ledger.get('lastPosition'))}), "
+            f"{model['counts'].get('ledgerEntries', 0)} entries"
+        )
     return 0
 
 
@@ -500,6 +533,29 @@ def build_parser() -> argparse.ArgumentParser:
     stop = commands.add_parser("stop", parents=[common], help="stop an app")
     stop.add_argument("app")
     stop.set_defaults(run=cmd_stop)
+
+    watch = commands.add_parser(
+        "watch", parents=[common], help="redeploy an app when its branch gets a new commit"
+    )
+    watch.add_argument("app")
+    watch.set_defaults(run=cmd_watch, watching=True)
+
+    unwatch = commands.add_parser(
+        "unwatch", parents=[common], help="stop redeploying an app on new commits"
+    )
+    unwatch.add_argument("app")
+    unwatch.set_defaults(run=cmd_watch, watching=False)
+
+    ledger = commands.add_parser(
+        "ledger",
+        parents=[common],
+        help="why an app was (or was not) redeployed: commits seen, webhooks, rollback pins",
+    )
+    ledger.add_argument("app")
+    ledger.add_argument(
+        "--limit", "-n", type=int, default=50, help="the newest N entries (default: 50)"
+    )
+    ledger.set_defaults(run=cmd_ledger)
 
     status = commands.add_parser(
         "status", parents=[common], help="one deployment, or the latest deployments"

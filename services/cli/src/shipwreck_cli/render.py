@@ -286,4 +286,38 @@ def rebuild_text(result: Mapping[str, Any]) -> str:
             f"the replay has not finished after {duration(result['seconds'])}; the rebuild goes "
             f"on (so far: {counts_text(result['after'])})"
         )
-    return f"{head}\nbefore: {counts_text(result['before'])}"
+    lines = [head, f"before: {counts_text(result['before'])}"]
+    if "ledgerComplete" in result:
+        entries = result["after"].get("ledgerEntries", 0)
+        lines.append(
+            f"ledger: {entries} entries replayed from the watcher"
+            if result["ledgerComplete"]
+            else f"ledger: the watcher's replay has not finished ({entries} entries so far)"
+        )
+    return "\n".join(lines)
+
+
+def _ledger_via(entry: Mapping[str, Any]) -> str:
+    trigger = or_dash(entry.get("trigger"))
+    return f"{trigger} {entry['provider']}" if entry.get("provider") else trigger
+
+
+def ledger_text(app: Mapping[str, Any]) -> str:
+    """An app's trigger ledger: a heading, then one entry per line, newest last."""
+    watching = "watching" if app.get("watching") else "not watching"
+    head = f"ledger of {app['name']}: {app['repoUrl']} branch {app['branch']} ({watching})"
+    rows = [
+        (
+            short_time(e.get("at")),
+            e["kind"],
+            _ledger_via(e),
+            or_dash(e.get("branch")),
+            short_commit(e.get("commit")),
+            or_dash(e.get("deliveryId")),
+            "accepted" if e.get("accepted", True) else "rejected",
+            e.get("reason") or "",
+        )
+        for e in app.get("ledger") or []
+    ]
+    columns = ("TIME", "KIND", "VIA", "BRANCH", "COMMIT", "DELIVERY", "RESULT", "REASON")
+    return f"{head}\n{table(columns, rows)}"
