@@ -180,6 +180,8 @@ class FakeContainer:
     spec: RunSpec
     behaviour: Behaviour
     output: list[tuple[LogStream, str]] = field(default_factory=list)
+    written: list[datetime] = field(default_factory=list)
+    """When each line of ``output`` was written (the start's output: at its creation)."""
 
 
 @dataclass
@@ -233,6 +235,7 @@ class FakeRuntime:
         self.block_build: Block | None = None
         self.block_test: Block | None = None
         self.followed: list[str] = []
+        self.followed_since: list[datetime | None] = []
         self._ids = itertools.count(1)
         self._ports = itertools.count(32768)
 
@@ -356,6 +359,7 @@ class FakeRuntime:
         if self.app_behaviour == "crash":
             container.output.append((LogStream.STDERR, "Traceback: boom\n"))
             container.info = replace(container.info, running=False, exit_code=self.crash_exit_code)
+        container.written = [container.info.created or _EPOCH] * len(container.output)
         return container.info
 
     async def keep_running(self, container_id: str) -> None:
@@ -379,13 +383,23 @@ class FakeRuntime:
             return []
         return [text.rstrip("\n") for _, text in container.output][-lines:]
 
-    async def follow(self, container_id: str, on_output: OutputCallback) -> None:
+    async def follow(
+        self, container_id: str, on_output: OutputCallback, *, since: datetime | None = None
+    ) -> None:
         self.followed.append(container_id)
+        self.followed_since.append(since)
         container = self.containers.get(container_id)
         if container is None:
             return
-        for stream, text in container.output:
-            await on_output(stream, text)
+        for (stream, text), at in zip(container.output, container.written, strict=False):
+            if since is None or at > since:
+                await on_output(stream, text)
+
+    def write(self, container_id: str, stream: LogStream, text: str, at: datetime) -> None:
+        """The app in the container prints ``text`` at ``at`` (a later `follow` sees it)."""
+        container = self.containers[container_id]
+        container.output.append((stream, text))
+        container.written.append(at)
 
     async def find(self, query: ContainerQuery) -> list[ContainerInfo]:
         return [

@@ -29,13 +29,16 @@ from .nodes import (
     CancelWork,
     DeployWork,
     DrainNode,
+    NodeAssignment,
     NodeDrained,
     NodeHeartbeat,
     NodeLost,
     NodeRegistered,
+    NodeReturned,
     StageReported,
     StopWork,
     WorkFailed,
+    WorkLost,
     WorkSucceeded,
 )
 from .placement import PlacementDecided, PlacementFailed, RequestPlacement
@@ -54,6 +57,7 @@ AnyMessage: TypeAlias = (
     | CancelWork
     | StopWork
     | DrainNode
+    | NodeAssignment
     | ReplayRequested
     # events
     | DeploymentRequested
@@ -71,10 +75,12 @@ AnyMessage: TypeAlias = (
     | StageReported
     | WorkSucceeded
     | WorkFailed
+    | WorkLost
     | NodeRegistered
     | NodeHeartbeat
     | NodeDrained
     | NodeLost
+    | NodeReturned
     | RepoChanged
     | WebhookReceived
     | LedgerEntryRecorded

@@ -4,6 +4,10 @@ Work goes from the orchestrator to one node's work queue; the node reports each 
 Every work item and report carries the placement ``attempt``: when a node is declared lost
 its work is rescheduled with a higher attempt, and late reports from the old attempt are
 recognisable as stale.
+
+When a node starts, or is heard from again after it was declared lost, the orchestrator
+sends it a `NodeAssignment`: everything it should run. The node reconciles what Docker runs
+with it (starts what is missing, removes what it no longer owns).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Annotated, TypeAlias
 import msgspec
 
 from .base import Message
-from .enums import Stage
+from .enums import DeploymentStatus, Stage
 from .placement import Requirements
 from .values import (
     Actor,
@@ -78,6 +82,41 @@ class StopWork(Message, tag="node.stop.v1", frozen=True, kw_only=True):
     requested_at: AwareDatetime
 
 
+class AssignedDeployment(msgspec.Struct, frozen=True, kw_only=True):
+    """One deployment a node should run, as the orchestrator knows it now.
+
+    ``status`` is RUNNING (its container should run, from ``image``), or the stage its work
+    on the node was last reported at (SCHEDULED to STARTING): work the node should have in
+    hand, and does again from these fields if it lost it (a restart).
+    """
+
+    deployment_id: uuid.UUID
+    app: AppName
+    attempt: Attempt = 1
+    status: DeploymentStatus
+    repo_url: RepoUrl
+    branch: BranchName
+    commit: CommitSha | None = None
+    image: str | None = None
+    requested_at: AwareDatetime
+
+
+class NodeAssignment(Message, tag="node.assignment.v1", frozen=True, kw_only=True):
+    """Everything ``node_id`` should run now; it removes the rest.
+
+    Sent when the node registers (it started) and when it is heard from again after it was
+    declared lost (its work went elsewhere meanwhile). The node starts what is missing,
+    removes the containers of deployments that are not listed (or not listed for it), and
+    drops work in progress of attempts that are not the listed one. ``reason`` says why it
+    was sent, for the node's log.
+    """
+
+    node_id: uuid.UUID
+    deployments: list[AssignedDeployment] = []
+    reason: str = ""
+    at: AwareDatetime
+
+
 # --- reports (node -> orchestrator) ---------------------------------------------------------
 
 
@@ -122,6 +161,20 @@ class WorkFailed(Message, tag="node.work-failed.v1", frozen=True, kw_only=True):
     stage: Stage
     reason: str
     commit: CommitSha | None = None
+    at: AwareDatetime
+
+
+class WorkLost(Message, tag="node.work-lost.v1", frozen=True, kw_only=True):
+    """A RUNNING deployment can no longer run on the node: its container was gone and could
+    not be started again (the image is gone too, or the app no longer starts).
+
+    The orchestrator places it again (a new attempt). ``reason`` is for people.
+    """
+
+    deployment_id: uuid.UUID
+    node_id: uuid.UUID
+    attempt: Attempt = 1
+    reason: str
     at: AwareDatetime
 
 
@@ -183,8 +236,22 @@ class NodeLost(Message, tag="node.lost.v1", frozen=True, kw_only=True):
     at: AwareDatetime
 
 
-NodeWork: TypeAlias = DeployWork | CancelWork | StopWork
+class NodeReturned(Message, tag="node.returned.v1", frozen=True, kw_only=True):
+    """A node declared lost is heard from again (it was cut off, not restarted).
+
+    Its work was placed elsewhere meanwhile, but its containers may still run: it gets its
+    assignment again, and removes what it no longer owns.
+    """
+
+    node_id: uuid.UUID
+    hostname: Hostname
+    silent_since: AwareDatetime
+    """Its last heartbeat before it went silent."""
+    at: AwareDatetime
+
+
+NodeWork: TypeAlias = DeployWork | CancelWork | StopWork | NodeAssignment
 """Everything that arrives on a node's work queue (decode target for the node)."""
 
-NodeReport: TypeAlias = StageReported | WorkSucceeded | WorkFailed
+NodeReport: TypeAlias = StageReported | WorkSucceeded | WorkFailed | WorkLost
 """Everything a node reports about its work (decode target for the orchestrator)."""

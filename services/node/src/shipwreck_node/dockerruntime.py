@@ -300,12 +300,18 @@ class DockerRuntime:
 
         return await self._call(logs)
 
-    async def follow(self, container_id: str, on_output: OutputCallback) -> None:
-        """Stream stdout and stderr from the container's start until it stops.
+    async def follow(
+        self, container_id: str, on_output: OutputCallback, *, since: datetime | None = None
+    ) -> None:
+        """Stream stdout and stderr from the container's start (or from ``since``) until it
+        stops.
 
         The logs endpoint, not attach: attaching to a container that has just exited can
         hang, and the logs endpoint replays what was written before the call.
         """
+        # A float: the SDK turns a datetime into whole seconds, which would send again up
+        # to a second of lines that were sent before.
+        after = since.timestamp() if since is not None else None
 
         async def one(stream: LogStream) -> None:
             def open_stream() -> CancellableStream[bytes]:
@@ -315,6 +321,7 @@ class DockerRuntime:
                     stderr=stream is LogStream.STDERR,
                     stream=True,
                     follow=True,
+                    since=after,
                 )
 
             async def on_chunk(chunk: bytes) -> None:

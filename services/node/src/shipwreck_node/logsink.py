@@ -4,6 +4,11 @@ Docker hands output over in chunks that split lines anywhere (a build step's tex
 newline often come as two chunks), so each stream has its own buffer and only whole lines
 are sent. Every line of a deployment attempt gets the next ``sequence`` number, across
 streams, starting at 1; lines are published one at a time, in sequence order.
+
+Numbers survive a restart of the node: a log reserves them in blocks (``reserve``, which
+the node writes down, see ``logcursor``) before it uses them, and a log resumed after a
+restart starts after the last reserved number. Readers drop a line whose number they have
+seen, so numbering from 1 again would hide everything the app prints after the restart.
 """
 
 from __future__ import annotations
@@ -21,6 +26,12 @@ from shipwreck_contracts.base import Message
 
 Send = Callable[[Message], Awaitable[None]]
 """Publishes one message (a report or a log line) and returns once the broker has it."""
+
+Reserve = Callable[[int], Awaitable[None]]
+"""Writes down that sequence numbers up to the given one may be used (before they are)."""
+
+RESERVE_BLOCK: Final = 1000
+"""Sequence numbers reserved at a time: one write per thousand lines."""
 
 Clock = Callable[[], datetime]
 
@@ -64,7 +75,11 @@ class LineSplitter:
 
 
 class DeploymentLog:
-    """The log of one deployment attempt: numbered lines, secrets redacted, tails kept."""
+    """The log of one deployment attempt: numbered lines, secrets redacted, tails kept.
+
+    ``after`` is the last number already used (a log resumed after a restart of the node);
+    ``reserve`` is awaited before a number past the last reservation is used.
+    """
 
     def __init__(
         self,
@@ -74,12 +89,16 @@ class DeploymentLog:
         *,
         secrets: Iterable[str] = (),
         clock: Clock = utc_now,
+        after: int = 0,
+        reserve: Reserve | None = None,
     ) -> None:
         self.deployment_id = deployment_id
         self.attempt = attempt
         self._send = send
         self._clock = clock
-        self._sequence = 0
+        self._sequence = after
+        self._reserved = after
+        self._reserve = reserve
         self._lock = asyncio.Lock()
         self._splitters: dict[LogStream, LineSplitter] = {}
         self._tails: dict[LogStream, deque[str]] = {}
@@ -130,6 +149,9 @@ class DeploymentLog:
                 continue
             async with self._lock:
                 self._sequence += 1
+                if self._reserve is not None and self._sequence > self._reserved:
+                    self._reserved = self._sequence + RESERVE_BLOCK - 1
+                    await self._reserve(self._reserved)
                 self._tails.setdefault(stream, deque(maxlen=TAIL_LINES)).append(text)
                 await self._send(
                     LogLine(

@@ -39,6 +39,7 @@ from shipwreck_contracts import (
     Stage,
     StageReported,
     WorkFailed,
+    WorkLost,
     WorkSucceeded,
     describe_errors,
     parse_manifest,
@@ -148,12 +149,15 @@ class _Run:
 
 
 def container_name(work: DeployWork, suffix: str = "") -> str:
-    """``shipwreck-<app>-<deployment id, 32 hex digits>[-suffix]``.
+    """``shipwreck-<app>-<deployment id, 32 hex digits>[-a<attempt>][-suffix]``.
 
     The whole id: deployments of one app run side by side during a redeploy, and their
-    names must never collide.
+    names must never collide. A later attempt (the deployment was placed again after its
+    node was lost) has its own name: nodes sharing one Docker engine may both run one.
     """
     name = f"shipwreck-{work.app}-{work.deployment_id.hex}"
+    if work.attempt > 1:
+        name += f"-a{work.attempt}"
     return f"{name}-{suffix}" if suffix else name
 
 
@@ -216,6 +220,88 @@ class Pipeline:
         if isinstance(outcome, WorkSucceeded):
             await self.prune_images(work.app)
         return outcome
+
+    async def revive(
+        self, work: DeployWork, deployment_log: DeploymentLog, on_started: OnStarted | None = None
+    ) -> WorkLost | None:
+        """Run a RUNNING deployment's container again from its image (``work.image``): it
+        was removed by hand, or died while the node was away. No clone, no build.
+
+        Nothing is reported when it serves again: the deployment is RUNNING all along. When
+        it cannot (the image is gone, the app no longer starts), what this made is removed
+        and `WorkLost` is reported, so that the orchestrator places it again. It takes the
+        app's route only from nothing: a route that leads to another live container of the
+        app (a newer deployment that took over meanwhile) stays where it is.
+        """
+        workdir = self.settings.node_work_dir.resolve() / f"{work.deployment_id}-{work.attempt}"
+        run = _Run(work=work, log=deployment_log, workdir=workdir, stage=Stage.STARTING)
+        run.commit = work.commit
+        try:
+            await self._revive(run, on_started)
+            return None
+        except StageFailed as e:
+            reason = e.reason
+        except Exception as e:
+            log.exception("deployment %s could not be revived", work.deployment_id)
+            reason = f"node error while starting it again: {e}"
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._remove_containers(work)
+            raise
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._remove_containers(work)
+            except RuntimeFailure as e:
+                log.error("cannot clean up deployment %s: %s", work.deployment_id, e)
+        await run.log.line(LogStream.SYSTEM, f"cannot run it here any more: {reason}")
+        lost = WorkLost(
+            deployment_id=work.deployment_id,
+            node_id=self.settings.node_id,
+            attempt=work.attempt,
+            reason=reason,
+            at=self.clock(),
+        )
+        await self.send(lost)
+        return lost
+
+    async def _revive(self, run: _Run, on_started: OnStarted | None) -> None:
+        work = run.work
+        existing = await self._healthy_existing(work)
+        if existing is not None:
+            if on_started is not None:
+                on_started(work, existing)
+            await self.routes.claim(existing)
+            return
+        await self._remove_containers(work)  # dead ones: the new one takes their name
+        ref = work.image or image_tag(work)
+        info = await self.runtime.image(ref)
+        problem = _unusable(info, work)
+        if info is None or problem is not None:
+            raise StageFailed(
+                Stage.STARTING, f"its container is gone and its image {ref} {problem}"
+            )
+        parsed = parse_manifest(
+            info.labels[LABEL_MANIFEST].encode(),
+            info.labels.get(LABEL_MANIFEST_FILE) or "Shipwreck.toml",
+        )
+        if isinstance(parsed, list):
+            raise StageFailed(
+                Stage.STARTING,
+                f"its image {ref} carries a manifest that no longer reads: "
+                + describe_errors(parsed),
+            )
+        run.commit = run.commit or info.labels.get(LABEL_COMMIT) or None
+        run.log.add_secrets(parsed.env.values())
+        await run.log.line(LogStream.SYSTEM, f"its container is gone; starting {ref} again")
+        container = await self._start(run, parsed, ref)
+        if on_started is not None:
+            on_started(work, container)
+        healthy = await self._wait_healthy(run, parsed, container)
+        await self.runtime.keep_running(healthy.id)
+        if parsed.config.port is not None and await self.routes.claim(healthy):
+            await run.log.line(LogStream.SYSTEM, f"running again at {self.routes.url(work.app)}")
+        else:
+            await run.log.line(LogStream.SYSTEM, "running again")
 
     async def prune_images(self, app: str) -> list[str]:
         """Remove the app's images beyond the newest ``keep_images`` that no container uses
@@ -377,7 +463,7 @@ class Pipeline:
     async def _healthy_existing(self, work: DeployWork) -> ContainerInfo | None:
         """The deployment's app container if it already runs and answers (a redelivery)."""
         query = ContainerQuery(
-            labels={LABEL_DEPLOYMENT: str(work.deployment_id), LABEL_ROLE: ROLE_APP},
+            labels={**self._own(work), LABEL_ROLE: ROLE_APP},
             running_only=True,
         )
         for container in await self.runtime.find(query):
@@ -734,14 +820,22 @@ class Pipeline:
 
     async def _discard(self, work: DeployWork) -> None:
         """Remove every container of the deployment, and its image (by label and tag)."""
-        query = ContainerQuery(labels={LABEL_DEPLOYMENT: str(work.deployment_id)})
-        for container in await self.runtime.find(query):
-            await self.runtime.remove(container.id)
+        await self._remove_containers(work)
         # A rollback's tag goes, not the image it points at (its first tag keeps it).
         await self.runtime.remove_image(image_tag(work))
         await self.runtime.remove_image(deps_tag(work.app, str(work.deployment_id)))
 
+    async def _remove_containers(self, work: DeployWork) -> None:
+        """Remove every container of the deployment on this node (by label)."""
+        for container in await self.runtime.find(ContainerQuery(labels=self._own(work))):
+            await self.runtime.remove(container.id)
+
     # --- helpers -------------------------------------------------------------------------
+
+    def _own(self, work: DeployWork) -> dict[str, str]:
+        """The labels of the deployment's containers on this node. The node's too: another
+        node on the same Docker engine may run the deployment now (it was placed again)."""
+        return {LABEL_DEPLOYMENT: str(work.deployment_id), LABEL_NODE: str(self.settings.node_id)}
 
     async def _report(
         self, work: DeployWork, stage: Stage, commit: str | None, message: str = ""

@@ -246,8 +246,11 @@ class ContainerRuntime(Protocol):
         """The last ``lines`` lines of the container's output (stdout and stderr)."""
         ...
 
-    async def follow(self, container_id: str, on_output: OutputCallback) -> None:
-        """Stream the container's output from its start until it stops (or is cancelled)."""
+    async def follow(
+        self, container_id: str, on_output: OutputCallback, *, since: datetime | None = None
+    ) -> None:
+        """Stream the container's output from its start (or what it wrote after ``since``)
+        until it stops (or the caller is cancelled)."""
         ...
 
     async def find(self, query: ContainerQuery) -> list[ContainerInfo]:

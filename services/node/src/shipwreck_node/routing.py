@@ -102,6 +102,28 @@ class Routes:
             app, self.hosts(app, container.labels.get(LABEL_DOMAIN)), ours
         )
 
+    async def claim(self, container: ContainerInfo) -> bool:
+        """Route the container's app to it unless the route leads to another live container
+        of the app on this node; whether the route points at it now.
+
+        For a container started again (a revival, or one kept after a restart): the app's
+        route is its own only if nothing else serves the app here, since a deployment that
+        took over meanwhile must keep it.
+        """
+        app = container.labels.get(LABEL_APP, "")
+        ours = upstream_of(container)
+        if not app or ours is None:
+            return False
+        current = await self.router.upstream(app)
+        if current == ours:
+            return True
+        if current is not None and any(
+            upstream_of(c) == current for c in await self.serving(app) if c.id != container.id
+        ):
+            return False
+        hosts = self.hosts(app, container.labels.get(LABEL_DOMAIN))
+        return await self.router.route(app, hosts, ours, only_if_upstream=current)
+
     async def release(
         self,
         container: ContainerInfo,

@@ -98,6 +98,14 @@ class NodeSettings(CommonSettings, frozen=True, kw_only=True):
         return Path(self.work_dir) / str(self.node_id)
 
     @property
+    def log_cursor_dir(self) -> Path:
+        """Where this node notes how far each deployment's log got (see ``logcursor``).
+
+        Beside the scratch directory, like the proxy's, so that it outlives a restart.
+        """
+        return Path(self.work_dir) / "logs" / str(self.node_id)
+
+    @property
     def proxy_dir(self) -> Path:
         """Where the Caddy this node starts keeps its config, log and certificates.
 
