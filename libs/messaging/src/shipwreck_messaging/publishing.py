@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from aiormq.exceptions import (
+    AMQPConnectionError,
+    AuthenticationError,
+    ChannelInvalidStateError,
+    ProbableAuthenticationError,
+)
 from faststream.rabbit import RabbitBroker
 
 from shipwreck_contracts.base import Message, tag_of
@@ -15,6 +23,10 @@ ORIGIN_HEADER = "x-shipwreck-origin"
 
 POSITION_HEADER = "x-shipwreck-position"
 """Notification id of the relayed message in its origin's log (for Tracking)."""
+
+
+DISCONNECTED = (AMQPConnectionError, ChannelInvalidStateError, ConnectionError)
+"""What a publish raises while the connection to RabbitMQ is down or being restored."""
 
 
 class PublishFailed(RuntimeError):
@@ -29,24 +41,40 @@ async def publish(
     headers: Mapping[str, str | int] | None = None,
     message_id: str | None = None,
     mandatory: bool = False,
+    patience: float = 30.0,
 ) -> None:
     """Publish ``message`` on the events exchange and wait for the broker's confirm.
 
     The routing key is the message's tag unless given. With ``mandatory=True`` a message
     that no queue receives raises :class:`PublishFailed` instead of vanishing: use it for
     commands and work, whose receiver must exist.
+
+    While the connection is down (RabbitMQ restarting; the robust connection reconnects
+    on its own) the publish is tried again for up to ``patience`` seconds, then the last
+    connection error is raised. A publish cut off before its confirm may thus arrive
+    twice; every consumer here recognises a redelivery.
     """
     key = routing_key or tag_of(message)
-    confirmation = await broker.publish(
-        message,
-        exchange=events_exchange(),
-        routing_key=key,
-        persist=True,
-        mandatory=mandatory,
-        headers=dict(headers) if headers else None,
-        message_id=message_id,
-        message_type=tag_of(message),
-    )
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            confirmation = await broker.publish(
+                message,
+                exchange=events_exchange(),
+                routing_key=key,
+                persist=True,
+                mandatory=mandatory,
+                headers=dict(headers) if headers else None,
+                message_id=message_id,
+                message_type=tag_of(message),
+            )
+            break
+        except (AuthenticationError, ProbableAuthenticationError):
+            raise  # wrong credentials do not heal by waiting
+        except DISCONNECTED:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(0.5)
     _check_confirmation(tag_of(message), key, confirmation)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
@@ -13,7 +14,9 @@ log = logging.getLogger(__name__)
 class BackgroundTasks:
     """Starts coroutines after the broker is up and cancels them on shutdown."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, restart_delay: float = 1.0, max_restart_delay: float = 30.0) -> None:
+        self.restart_delay = restart_delay
+        self.max_restart_delay = max_restart_delay
         self._factories: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -24,8 +27,28 @@ class BackgroundTasks:
     async def start(self) -> None:
         """Start every registered loop."""
         for name, factory in self._factories:
-            task: asyncio.Task[None] = asyncio.create_task(_guard(name, factory), name=name)
+            task: asyncio.Task[None] = asyncio.create_task(self._guard(name, factory), name=name)
             self._tasks.append(task)
+
+    async def _guard(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
+        # A loop that dies must be loud, and must come back: a silent relay means nothing
+        # is published, a dead heartbeat makes a healthy node look lost. Restarts back off
+        # (1 s to 30 s by default), so a loop failing at once (the broker down for a while)
+        # does not spin.
+        delay = self.restart_delay
+        while True:
+            began = time.monotonic()
+            try:
+                await factory()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background task %s crashed; restarting it in %.1f s", name, delay)
+            if time.monotonic() - began > 60:
+                delay = self.restart_delay  # it ran well for a while: a new failure
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.max_restart_delay)
 
     async def stop(self) -> None:
         """Cancel every loop and wait for it to end."""
@@ -35,14 +58,3 @@ class BackgroundTasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-
-
-async def _guard(name: str, factory: Callable[[], Awaitable[None]]) -> None:
-    # A loop that dies must be loud: a silent relay means nothing is published.
-    try:
-        await factory()
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("background task %s crashed", name)
-        raise

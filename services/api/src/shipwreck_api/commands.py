@@ -9,10 +9,8 @@ show it once the orchestrator has recorded the request.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -20,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 import anyio.to_thread
-from aiormq.exceptions import AMQPError, ChannelInvalidStateError
+from aiormq.exceptions import AMQPError
 from faststream.rabbit import RabbitBroker
 
 from shipwreck_api.errors import NotFound, Refused, Unavailable
@@ -45,6 +43,7 @@ from shipwreck_contracts.gitpolicy import (
     resolve_host,
 )
 from shipwreck_messaging import PublishFailed, publish
+from shipwreck_messaging.publishing import DISCONNECTED
 
 log = logging.getLogger(__name__)
 
@@ -73,20 +72,15 @@ class RabbitCommandBus:
 
     async def send(self, command: Message) -> None:
         """Publish ``command``; raise :class:`Unavailable` if RabbitMQ did not take it."""
-        deadline = time.monotonic() + self.patience
-        while True:
-            try:
-                await publish(self.broker, command, mandatory=True)
-                return
-            except PublishFailed as e:
-                raise Unavailable(f"the command was not delivered: {e}") from None
-            except (AMQPError, ChannelInvalidStateError, ConnectionError, OSError) as e:
-                if time.monotonic() >= deadline:
-                    raise Unavailable(
-                        f"RabbitMQ is unreachable ({type(e).__name__}: {e}); nothing was "
-                        "requested: try again once it is back"
-                    ) from None
-                await asyncio.sleep(0.5)
+        try:
+            await publish(self.broker, command, mandatory=True, patience=self.patience)
+        except PublishFailed as e:
+            raise Unavailable(f"the command was not delivered: {e}") from None
+        except (AMQPError, *DISCONNECTED) as e:
+            raise Unavailable(
+                f"RabbitMQ is unreachable ({type(e).__name__}: {e}); nothing was requested: "
+                "try again once it is back"
+            ) from None
 
 
 def _now() -> datetime:
