@@ -56,3 +56,35 @@ def test_a_silent_node_is_declared_lost_once_and_found_again_by_its_heartbeat() 
     assert table.newly_lost(T0 + timedelta(seconds=12), timeout) == []
     table.heartbeat(_beat(T0 + timedelta(seconds=13)))
     assert NODE not in table.lost
+
+
+def test_a_lost_node_that_heartbeats_again_is_announced_as_returned_once() -> None:
+    table = NodeTable()
+    table.heartbeat(_beat(T0))
+    table.newly_lost(T0 + timedelta(seconds=11), timedelta(seconds=10))
+    assert table.returning(_beat(T0 - timedelta(seconds=1))) is None  # late, from before
+    back = _beat(T0 + timedelta(seconds=30))
+    returned = table.returning(back)
+    assert returned is not None
+    assert (returned.node_id, returned.silent_since, returned.at) == (NODE, T0, back.at)
+    table.heartbeat(back)
+    assert table.returning(_beat(T0 + timedelta(seconds=32))) is None
+
+
+def test_a_live_node_is_never_announced_as_returned() -> None:
+    table = NodeTable()
+    assert table.returning(_beat(T0)) is None
+    table.heartbeat(_beat(T0))
+    assert table.returning(_beat(T0 + timedelta(seconds=2))) is None
+
+
+def test_a_lost_node_that_registers_again_restarted_and_is_not_lost_any_more() -> None:
+    table = NodeTable()
+    table.heartbeat(_beat(T0))
+    table.newly_lost(T0 + timedelta(seconds=11), timedelta(seconds=10))
+    table.register(
+        NodeRegistered(node_id=NODE, hostname="n1", cpu_count=2, mem_total_mb=4096, started_at=T0)
+    )
+    # Its registration gets it its assignment; its heartbeats announce nothing more.
+    assert NODE not in table.lost
+    assert table.returning(_beat(T0 + timedelta(seconds=30))) is None

@@ -20,6 +20,7 @@ from shipwreck_contracts import (
     NodeHeartbeat,
     NodeLost,
     NodeRegistered,
+    NodeReturned,
     PlacementDecided,
     PlacementFailed,
     ReplayRequested,
@@ -32,6 +33,7 @@ from shipwreck_contracts import (
     StopApp,
     WebhookReceived,
     WorkFailed,
+    WorkLost,
     WorkSucceeded,
     tag_of,
 )
@@ -61,9 +63,20 @@ ORCHESTRATOR_COMMANDS = TOPOLOGY.add(
 
 ORCHESTRATOR_REPORTS = TOPOLOGY.add(
     "orchestrator.reports",
-    _tags(StageReported, WorkSucceeded, WorkFailed, PlacementDecided, PlacementFailed, NodeLost),
+    _tags(
+        StageReported,
+        WorkSucceeded,
+        WorkFailed,
+        WorkLost,
+        PlacementDecided,
+        PlacementFailed,
+        NodeLost,
+        NodeRegistered,
+        NodeReturned,
+    ),
 )
-"""What nodes and the scheduler tell the orchestrator."""
+"""What nodes and the scheduler tell the orchestrator (a node that registers or returns
+gets its assignment)."""
 
 SCHEDULER_NODES = TOPOLOGY.add("scheduler.nodes", _tags(NodeRegistered, NodeHeartbeat))
 """Node registrations and heartbeats: the scheduler's view of which nodes are alive."""

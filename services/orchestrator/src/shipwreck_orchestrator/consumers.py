@@ -13,6 +13,8 @@ from faststream.rabbit import RabbitBroker
 from shipwreck_contracts import (
     CancelDeployment,
     NodeLost,
+    NodeRegistered,
+    NodeReturned,
     PlacementDecided,
     PlacementFailed,
     ReplayRequested,
@@ -23,6 +25,7 @@ from shipwreck_contracts import (
     StageReported,
     StopApp,
     WorkFailed,
+    WorkLost,
     WorkSucceeded,
 )
 from shipwreck_contracts.base import Message
@@ -59,6 +62,9 @@ def register(broker: RabbitBroker, service: OrchestratorService, relay: OutboxRe
     on(reports, WorkFailed, service.work_failed)
     on(reports, PlacementDecided, service.placement_decided)
     on(reports, PlacementFailed, service.placement_failed)
+    on(reports, WorkLost, service.work_lost)
+    on(reports, NodeRegistered, service.node_registered)
+    on(reports, NodeReturned, service.node_returned)
 
     @reports(filter=tag_filter(NodeLost))
     async def on_node_lost(msg: NodeLost) -> None:

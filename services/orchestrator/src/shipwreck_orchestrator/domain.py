@@ -200,6 +200,49 @@ class Deployment(Aggregate):
             f"node {lost_node} lost while {previous}; rescheduling (attempt {attempt})",
         )
 
+    def displace(self, node_id: uuid.UUID, attempt: int, reason: str, at: datetime) -> bool:
+        """Its node can no longer run it (RUNNING there, but its container is gone for good):
+        place it again, as after the loss of a node, with the next attempt.
+
+        Only a report of the current attempt from the node it runs on counts: a late one
+        from a node it has left since changes nothing.
+        """
+        if self.status is not S.RUNNING or self.node_id != node_id or self.attempt != attempt:
+            return False
+        self._displaced(
+            app=self.app or "",
+            node_id=node_id,
+            reason=reason,
+            attempt=self.attempt + 1,
+            repo_url=self.repo_url,
+            branch=self.branch,
+            trigger=self.trigger,
+            commit=self.commit,
+            at=at,
+        )
+        return True
+
+    @event("Displaced")
+    def _displaced(
+        self,
+        app: str,
+        node_id: uuid.UUID,
+        reason: str,
+        attempt: int,
+        repo_url: str,
+        branch: str,
+        trigger: Trigger,
+        commit: str | None,
+        at: datetime,
+    ) -> None:
+        self.node_id = None
+        self.attempt = attempt
+        self._move(
+            S.INITIALIZED,
+            at,
+            f"node {node_id} can no longer run it: {reason}; placing it again (attempt {attempt})",
+        )
+
     # --- node reports ---------------------------------------------------------------------
 
     def _current(self, node_id: uuid.UUID, attempt: int) -> bool:

@@ -20,6 +20,8 @@ from shipwreck_contracts import (
     CancelDeployment,
     DeploymentStatus,
     NodeLost,
+    NodeRegistered,
+    NodeReturned,
     PlacementDecided,
     PlacementFailed,
     RepoChanged,
@@ -30,6 +32,7 @@ from shipwreck_contracts import (
     StopApp,
     Trigger,
     WorkFailed,
+    WorkLost,
     WorkSucceeded,
 )
 from shipwreck_contracts.gitpolicy import (
@@ -42,6 +45,7 @@ from shipwreck_eventstore import ShipwreckApplication, process_once
 from shipwreck_orchestrator.domain import IN_PROGRESS, App, Deployment, RepoIndex, app_id
 from shipwreck_orchestrator.domain import repo_index_id as _repo_index_id
 from shipwreck_orchestrator.settings import OrchestratorSettings
+from shipwreck_orchestrator.workload import Workload, assignment, workload_id
 
 log = logging.getLogger(__name__)
 S = DeploymentStatus
@@ -419,6 +423,38 @@ class OrchestratorService:
             ):
                 moved.append(deployment_id)
         return moved
+
+    def work_lost(self, msg: WorkLost, tracking: Tracking | None) -> bool:
+        """A node can no longer run a RUNNING deployment: place it again (next attempt)."""
+        return self._on_deployment(
+            msg.deployment_id,
+            tracking,
+            lambda d: d.displace(msg.node_id, msg.attempt, msg.reason, msg.at),
+        )
+
+    def node_registered(self, msg: NodeRegistered, tracking: Tracking | None) -> bool:
+        """A node started: send it what it should run (it keeps nothing across a restart)."""
+        return self.assign(msg.node_id, f"node {msg.hostname} registered", tracking)
+
+    def node_returned(self, msg: NodeReturned, tracking: Tracking | None) -> bool:
+        """A lost node is heard from again: send it what it still owns, so that it removes
+        the containers of the work that was placed elsewhere while it was away."""
+        reason = f"node {msg.hostname} is back (silent since {msg.silent_since:%H:%M:%S}, lost)"
+        return self.assign(msg.node_id, reason, tracking)
+
+    def assign(self, node_id: uuid.UUID, reason: str, tracking: Tracking | None = None) -> bool:
+        """Record the node's assignment (the relay routes it to the node's work queue)."""
+
+        def decide() -> list[Any]:
+            candidates = self.running_on(node_id) | self.in_progress
+            placed = [d for d in map(self._deployment, sorted(candidates)) if d is not None]
+            workload = self._get(workload_id(node_id))
+            if not isinstance(workload, Workload):
+                workload = Workload(node_id=node_id)
+            workload.assign(assignment(node_id, placed), reason, self.clock())
+            return [workload]
+
+        return process_once(self.app, tracking, decide)
 
     def running_on(self, node_id: uuid.UUID) -> set[uuid.UUID]:
         """RUNNING deployments on ``node_id`` (the current deployment of each app)."""

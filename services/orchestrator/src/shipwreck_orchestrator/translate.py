@@ -21,6 +21,7 @@ from shipwreck_contracts import (
     DeploymentStopped,
     DeploymentSuperseded,
     DeployWork,
+    NodeAssignment,
     RequestPlacement,
     StopWork,
 )
@@ -88,6 +89,26 @@ def translate(e: Any) -> list[Outgoing]:
                     requested_at=e.at,
                 ),
             ]
+        case "Deployment.Displaced":
+            # Placed again like a lost node's work, but without avoiding its node: no
+            # other node has the image either, so whichever gets it builds it again.
+            return [
+                DeploymentInitialized(
+                    deployment_id=d,
+                    app=e.app,
+                    repo_url=e.repo_url,
+                    branch=e.branch,
+                    trigger=e.trigger,
+                    commit=e.commit,
+                    at=e.at,
+                ),
+                RequestPlacement(deployment_id=d, app=e.app, attempt=e.attempt, requested_at=e.at),
+            ]
+        case "Workload.Assigned":
+            assigned = NodeAssignment(
+                node_id=e.node_id, deployments=e.deployments, reason=e.reason, at=e.at
+            )
+            return [Routed(assigned, node_work_routing_key(str(e.node_id)))]
         case "Deployment.Scheduled":
             work = DeployWork(
                 deployment_id=d,

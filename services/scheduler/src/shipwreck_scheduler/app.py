@@ -79,8 +79,12 @@ def create_app(
 
     @inbox(filter=tag_filter(NodeHeartbeat))
     async def on_heartbeat(msg: NodeHeartbeat) -> None:
+        returned = nodes.returning(msg)
         if nodes.heartbeat(msg):
             log.info("node %s (%s) first heard from", msg.hostname, msg.node_id)
+        if returned is not None:
+            log.warning("node %s (%s) is back after it was lost", msg.hostname, msg.node_id)
+            await publish(broker, returned)
 
     @placement(filter=tag_filter(RequestPlacement))
     async def on_request(msg: RequestPlacement) -> None:

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from shipwreck_contracts import NodeHeartbeat, NodeRegistered
+from shipwreck_contracts import NodeHeartbeat, NodeRegistered, NodeReturned
 
 
 @dataclass
@@ -31,8 +31,13 @@ class NodeTable:
     lost: set[uuid.UUID] = field(default_factory=set)
 
     def register(self, msg: NodeRegistered) -> bool:
-        """Record a registration; True when the node was not known before."""
+        """Record a registration; True when the node was not known before.
+
+        A lost node that registers has restarted: it is live again, and gets its assignment
+        for registering (not for returning as well: see `returning`).
+        """
         known = msg.node_id in self.nodes
+        self.lost.discard(msg.node_id)
         view = self.nodes.get(msg.node_id) or NodeView(
             msg.node_id, msg.hostname, msg.cpu_count, msg.mem_total_mb
         )
@@ -41,6 +46,18 @@ class NodeTable:
         view.last_seen_at = max(filter(None, (view.last_seen_at, msg.started_at)))
         self.nodes[msg.node_id] = view
         return not known
+
+    def returning(self, msg: NodeHeartbeat) -> NodeReturned | None:
+        """What to announce if ``msg`` brings back a node declared lost (see `heartbeat`):
+        it was cut off and comes back with whatever it ran, some of which went elsewhere."""
+        view = self.nodes.get(msg.node_id)
+        if msg.node_id not in self.lost or view is None or view.last_seen_at is None:
+            return None
+        if msg.at < view.last_seen_at:
+            return None  # a late heartbeat, from before it went silent
+        return NodeReturned(
+            node_id=msg.node_id, hostname=msg.hostname, silent_since=view.last_seen_at, at=msg.at
+        )
 
     def heartbeat(self, msg: NodeHeartbeat) -> bool:
         """Record a heartbeat; True when it introduced a node not seen before."""
