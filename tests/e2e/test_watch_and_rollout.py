@@ -1,5 +1,6 @@
 """Watch a branch and roll out with zero downtime behind the node's Caddy: polling,
-webhooks, a broken commit, rollback. Every service is its own process, on real RabbitMQ,
+webhooks, a broken commit, rollback (which the next poll or webhook does not undo), and the
+trigger ledger that says why. Every service is its own process, on real RabbitMQ,
 PostgreSQL, Docker, Caddy and a git daemon on loopback."""
 
 from __future__ import annotations
@@ -7,11 +8,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import http.client
+import itertools
 import json
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -23,6 +26,9 @@ pytestmark = [pytest.mark.infra, pytest.mark.docker, pytest.mark.slow]
 
 SECRET = "e2e-webhook-secret"
 APP = "python-hello"
+POLL = 2.0  # seconds between the watcher's checks of a branch
+LEDGER = """query($app: String!) { app(name: $app) { ledger(limit: 100) {
+  at kind accepted reason commit trigger deliveryId provider repoUrl branch apps position } } }"""
 
 
 def _manifest(greeting: str) -> str:
@@ -83,7 +89,7 @@ def rig(platform: Platform, git_server: GitServer) -> Iterator[Rig]:
         "watcher",
         "shipwreck_watcher",
         "watcher ready",
-        SHIPWRECK_WATCH_INTERVAL="3",
+        SHIPWRECK_WATCH_INTERVAL=str(POLL),
         SHIPWRECK_WATCH_JITTER="0.1",
     )
     platform.start("node", "shipwreck_node", "node ready", **node)
@@ -116,7 +122,45 @@ def _current(rig: Rig) -> str:
     return str(app["current"]["id"])
 
 
-def test_watched_commits_roll_out_without_downtime_and_broken_ones_never_replace(
+def _deployment_ids(api: Api) -> set[str]:
+    return {d["id"] for d in api.gql("{ deployments { id } }")["deployments"]}
+
+
+def _ledger(api: Api) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = api.gql(LEDGER, app=APP)["app"]["ledger"]
+    return entries
+
+
+def _ledger_until(api: Api, done: Any, seconds: float = 30) -> list[dict[str, Any]]:
+    """The app's ledger once ``done(entries)`` holds (the watcher records, then relays)."""
+    deadline = time.monotonic() + seconds
+    entries = _ledger(api)
+    while not done(entries) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        entries = _ledger(api)
+    assert done(entries), entries
+    return entries
+
+
+def _roll_back(rig: Rig, to: str) -> str:
+    back = rig.api.gql(
+        "mutation($app: String!, $id: ID!) { rollback(app: $app, deploymentId: $id) { id } }",
+        app=APP,
+        id=to,
+    )["rollback"]["id"]
+    rolled = _running(rig, str(back))
+    assert rolled["trigger"] == "ROLLBACK"
+    return str(back)
+
+
+def _serves(site: Site, body: str) -> None:
+    deadline = time.monotonic() + 10
+    while site.answers[-1][1] != body and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert site.answers[-1] == (200, body)
+
+
+def test_watched_commits_roll_out_without_downtime_broken_ones_never_replace_and_rollback_sticks(
     rig: Rig,
 ) -> None:
     rig.git.publish_app(APP, APP, overrides={"Shipwreck.toml": _manifest("v1")})
@@ -146,18 +190,57 @@ def test_watched_commits_roll_out_without_downtime_and_broken_ones_never_replace
                 "app.py": "raise SystemExit('broken on purpose')\n",
             },
         )
-        broken = rig.api.wait_terminal(_wait_for_new_deployment(rig, known))
+        broken_id = _wait_for_new_deployment(rig, known)
+        broken = rig.api.wait_terminal(broken_id)
         assert broken["status"] == "ERRORED"
         assert broken["error"]
         assert _current(rig) == second_id
+        known.add(broken_id)
         time.sleep(0.5)
+        served_v2 = len(site.answers)
+
+        # Roll back to v1 (its image again, no rebuild), still with no failed request.
+        back = _roll_back(rig, str(first["id"]))
+        known.add(back)
+        _serves(site, "v1: 1,234,567 users\n")
+        # The ledger records the pin: v1 runs, the branch head (the broken commit) stays
+        # undeployed until the branch moves.
+        pin = _ledger_until(
+            rig.api, lambda entries: any(e["kind"] == "ROLLBACK_PINNED" for e in entries)
+        )[-1]
+        assert (pin["kind"], pin["commit"], pin["trigger"], pin["apps"]) == (
+            "ROLLBACK_PINNED",
+            first["commit"],
+            "ROLLBACK",
+            [APP],
+        )
+        assert pin["reason"] == (
+            f"{APP} rolled back to {str(first['commit'])[:12]}: the head "
+            f"{str(broken['commit'])[:12]} is not deployed again until the branch moves"
+        )
+        # Several polls later, nothing has undone the rollback.
+        time.sleep(4 * POLL)
+        assert _deployment_ids(rig.api) == known
+        assert _current(rig) == back
+        assert site.answers[-1] == (200, "v1: 1,234,567 users\n")
+
+        # The next commit deploys as usual, found by polling.
+        v4 = rig.git.publish_app(APP, APP, overrides={"Shipwreck.toml": _manifest("v4")})
+        fourth = _running(rig, _wait_for_new_deployment(rig, known))
+        assert (fourth["trigger"], fourth["commit"]) == ("WATCH", v4)
+        _serves(site, "v4: 1,234,567 users\n")
+        assert _current(rig) == fourth["id"]
     finally:
         site.stop.set()
         thread.join()
     assert site.failures() == []
-    assert site.answers[-1] == (200, "v2: 1,234,567 users\n")
     bodies = [body for _, body in site.answers]
     assert bodies.index("v2: 1,234,567 users\n") > 0
+    # v2 served until the rollback took the route, then v1 until v4 did.
+    runs = [body for body, _ in itertools.groupby(bodies[served_v2:])]
+    assert runs == ["v2: 1,234,567 users\n", "v1: 1,234,567 users\n", "v4: 1,234,567 users\n"]
+    ledger = _ledger_until(rig.api, lambda entries: entries[-1]["commit"] == v4)
+    assert [e["kind"] for e in ledger][-2:] == ["ROLLBACK_PINNED", "COMMIT_OBSERVED"]
 
 
 def _github_push(rig: Rig, delivery: str, commit: str, *, secret: str = SECRET) -> int:
@@ -222,25 +305,63 @@ def test_a_signed_webhook_deploys_at_once_and_rollback_sticks(hooked: Rig) -> No
     assert second["trigger"] == "WEBHOOK"
     assert _github_push(rig, "good-1", commit) == 202  # the same delivery again
     time.sleep(2)
-    ids = {d["id"] for d in rig.api.gql("{ deployments { id } }")["deployments"]}
-    assert ids == {str(first["id"]), second_id}
+    assert _deployment_ids(rig.api) == {str(first["id"]), second_id}
+
+    # The ledger says what became of each delivery, and why.
+    hooks = [
+        e
+        for e in _ledger_until(rig.api, lambda entries: len(_deliveries(entries)) == 3)
+        if e["deliveryId"]
+    ]
+    assert [(e["deliveryId"], e["kind"], e["accepted"], e["provider"]) for e in hooks] == [
+        ("bad-1", "WEBHOOK_REJECTED", False, "github"),
+        ("good-1", "WEBHOOK_ACCEPTED", True, "github"),
+        ("good-1", "WEBHOOK_REJECTED", False, "github"),
+    ]
+    assert hooks[0]["reason"].startswith("bad signature")
+    assert [e["reason"] for e in hooks[1:]] == ["new commit", "duplicate delivery"]
+    assert all(e["commit"] == commit and e["trigger"] == "WEBHOOK" for e in hooks)
 
     site = Site(rig.proxy_port, f"{APP}.localhost")
     thread = site.hammer()
     try:
-        back = rig.api.gql(
-            "mutation($app: String!, $id: ID!) { rollback(app: $app, deploymentId: $id) { id } }",
-            app=APP,
-            id=str(first["id"]),
-        )["rollback"]["id"]
-        rolled = _running(rig, str(back))
-        assert rolled["trigger"] == "ROLLBACK"
-        deadline = time.monotonic() + 10
-        while site.answers[-1][1] != "v1: 1,234,567 users\n" and time.monotonic() < deadline:
-            time.sleep(0.05)
+        back = _roll_back(rig, str(first["id"]))
+        _serves(site, "v1: 1,234,567 users\n")
     finally:
         site.stop.set()
         thread.join()
     assert site.failures() == []
     assert site.answers[-1] == (200, "v1: 1,234,567 users\n")
-    assert _current(rig) == str(back)
+    assert _current(rig) == back
+
+    # The Git host announcing the head again (a new delivery) does not undo the rollback.
+    _ledger_until(rig.api, lambda entries: entries[-1]["kind"] == "ROLLBACK_PINNED")
+    assert _github_push(rig, "good-2", commit) == 202
+    again = _ledger_until(rig.api, lambda entries: entries[-1]["deliveryId"] == "good-2")[-1]
+    assert (again["kind"], again["reason"]) == (
+        "WEBHOOK_REJECTED",
+        f"commit pinned by a rollback ({APP} runs {str(first['commit'])[:12]})",
+    )
+    assert _deployment_ids(rig.api) == {str(first["id"]), second_id, back}
+    assert _current(rig) == back
+
+    # An api started later, and a rebuilt one, show the same ledger (replayed by the watcher).
+    ledger = _ledger(rig.api)
+    later = start_api(rig.platform, "api-later")
+    try:
+        assert _ledger_until(later, lambda entries: entries == ledger) == ledger
+    finally:
+        later.client.close()
+    rebuilt = rig.api.gql(
+        "mutation { rebuildReadModel { complete ledgerComplete after { ledgerEntries } } }"
+    )["rebuildReadModel"]
+    assert rebuilt == {
+        "complete": True,
+        "ledgerComplete": True,
+        "after": {"ledgerEntries": len(ledger)},
+    }
+    assert _ledger(rig.api) == ledger
+
+
+def _deliveries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in entries if e["deliveryId"]]
