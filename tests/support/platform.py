@@ -57,6 +57,8 @@ class Platform:
             node_name = extra.get("SHIPWRECK_NODE_NAME") or socket.gethostname()
             self.node_ids.append(str(uuid.uuid5(uuid.NAMESPACE_DNS, f"node.shipwreck/{node_name}")))
         log = self.state_dir / f"{name}.log"
+        # A restarted service appends to its log: only what this start writes counts.
+        offset = log.stat().st_size if log.exists() else 0
         with log.open("ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", module],
@@ -70,7 +72,10 @@ class Platform:
         self.logs[name] = log
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if ready in log.read_text(errors="replace"):
+            with log.open("rb") as f:
+                f.seek(offset)
+                written = f.read().decode(errors="replace")
+            if ready in written:
                 return proc
             if proc.poll() is not None:
                 break
