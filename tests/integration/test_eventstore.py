@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 
@@ -172,6 +173,33 @@ def test_process_once_decides_again_after_a_version_conflict(stores: StoreFactor
     assert len(calls) == 2
     assert app.repository.get(Tally.create_id(ledger_id)).keys == ["rival", "ours"]
     app.close()
+
+
+def test_a_cached_writer_decides_again_on_fresh_state_after_losing_a_conflict(
+    stores: StoreFactory,
+) -> None:
+    # A writer trusts its cache; should anything else ever write its aggregates (a second
+    # process by mistake), the conflict this causes must not repeat on every retry.
+    name = stores.name("cached")
+    config = dataclasses.replace(stores.config(), aggregate_cache=100)
+    app = make_writer(config, name)
+    intruder = make_writer(stores.config(), name)
+    ledger_id = uuid.uuid4()
+    app.save(Tally(ledger_id))
+    app.repository.get(Tally.create_id(ledger_id))  # now cached
+    rival = intruder.repository.get(Tally.create_id(ledger_id))
+    rival.count("rival")
+    intruder.save(rival)
+
+    def decide() -> list[Tally]:
+        tally = app.repository.get(Tally.create_id(ledger_id))
+        tally.count("ours")
+        return [tally]
+
+    assert process_once(app, Tracking("up", 1), decide) is True
+    assert app.repository.get(Tally.create_id(ledger_id)).keys == ["rival", "ours"]
+    app.close()
+    intruder.close()
 
 
 def test_tracking_without_new_events_still_marks_the_message_handled(

@@ -182,6 +182,67 @@ async def test_relay_wakes_up_on_save_without_waiting_for_the_poll(
     writer.close()
 
 
+async def test_relay_running_publishes_concurrent_saves_once_in_log_order_past_a_gap(
+    stores: StoreFactory,
+) -> None:
+    from eventsourcing.persistence import IntegrityError
+
+    writer = make_writer(stores.config(), stores.name("w"))
+    route = Route(unique("test.relay"), ("test.entry-announced.v1",))
+    broker = create_broker(AMQP_URL, app_id="test")
+    got: list[tuple[str, int]] = []
+    keys = [f"t{t}-{i}" for t in range(4) for i in range(10)] + ["after-gap"]
+    done = asyncio.Event()
+
+    @broker.subscriber(route.declaration(), events_exchange())
+    async def on_entry(
+        msg: EntryAnnounced, headers: dict[str, Any] = Context("message.headers")
+    ) -> None:
+        got.append((msg.key, headers[POSITION_HEADER]))
+        if len(got) >= len(keys):
+            done.set()
+
+    def save_entries(thread: int) -> None:
+        for i in range(10):
+            _write_entries(writer, [f"t{thread}-{i}"], name=f"t{thread}-{i}")
+
+    def lose_a_conflict_then_save() -> None:
+        # A rolled-back insert uses up notification ids (on PostgreSQL): a gap in the log.
+        ledger = _write_entries(writer, [], name="contested")
+        stale = writer.repository.get(ledger.id)
+        fresh = writer.repository.get(ledger.id)
+        fresh.rename("won", "test")
+        writer.save(fresh)
+        stale.rename("lost", "test")
+        with pytest.raises(IntegrityError):
+            writer.save(stale)
+        _write_entries(writer, ["after-gap"], name="after-gap")
+
+    async with broker:
+        await broker.start()
+        # Only saves can wake it within the test's wait: the poll interval is far longer.
+        relay = OutboxRelay(writer, broker, translate, idle_poll_seconds=60)
+        task = asyncio.create_task(relay.run())
+        await asyncio.sleep(0.3)
+        async with anyio.create_task_group() as savers:
+            for thread in range(4):
+                savers.start_soon(anyio.to_thread.run_sync, save_entries, thread)
+        await anyio.to_thread.run_sync(lose_a_conflict_then_save)
+        await asyncio.wait_for(done.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    await _delete_queue(route.queue)
+
+    # Each message once, in log order; the position is recorded when the relay stops.
+    assert sorted(key for key, _ in got) == sorted(keys)
+    positions = [position for _, position in got]
+    assert positions == sorted(set(positions))
+    last = writer.process_recorder.max_notification_id()
+    assert await OutboxRelay(writer, broker, translate).position() == last
+    writer.close()
+
+
 async def test_replay_sends_the_published_log_to_one_queue_then_says_it_finished(
     stores: StoreFactory,
 ) -> None:

@@ -1,7 +1,12 @@
 """Shipwreck event store: application base, msgspec mapper, outbox relay, exactly-once effects."""
 
 from shipwreck_eventstore.application import ShipwreckApplication
-from shipwreck_eventstore.config import StoreConfig, StoreConfigError, redact
+from shipwreck_eventstore.config import (
+    WRITER_AGGREGATE_CACHE,
+    StoreConfig,
+    StoreConfigError,
+    redact,
+)
 from shipwreck_eventstore.mapper import MsgspecMapper
 from shipwreck_eventstore.processing import ConcurrencyConflict, process_once
 from shipwreck_eventstore.relay import (
@@ -14,6 +19,7 @@ from shipwreck_eventstore.relay import (
 from shipwreck_eventstore.tracking import has_exact_tracking
 
 __all__ = [
+    "WRITER_AGGREGATE_CACHE",
     "ConcurrencyConflict",
     "MsgspecMapper",
     "OutboxRelay",

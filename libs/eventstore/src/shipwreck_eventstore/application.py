@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -12,6 +13,9 @@ from eventsourcing.persistence import ProcessRecorder, Recording, Tracking
 
 from shipwreck_eventstore.config import StoreConfig
 from shipwreck_eventstore.tracking import has_exact_tracking
+
+SavedListener = Callable[[Sequence[Recording[UUID]]], None]
+"""Told of each save's recordings (domain events with their notification ids)."""
 
 
 class ShipwreckApplication(Application[UUID]):
@@ -34,7 +38,7 @@ class ShipwreckApplication(Application[UUID]):
 
     def __init__(self, store: StoreConfig, env: dict[str, str] | None = None) -> None:
         self.store_config = store
-        self._saved_listeners: list[Callable[[], None]] = []
+        self._saved_listeners: list[SavedListener] = []
         self._listeners_lock = threading.Lock()
         super().__init__({**store.env_for(self.name), **(env or {})})
 
@@ -58,12 +62,25 @@ class ShipwreckApplication(Application[UUID]):
         self._notify(recordings)
         return recordings
 
+    def forget(self, *aggregate_ids: UUID) -> None:
+        """Drop these aggregates from the cache (if any), so the next read is from the store."""
+        cache = self.repository.cache
+        if cache is None:
+            return
+        for aggregate_id in aggregate_ids:
+            with contextlib.suppress(KeyError):
+                cache.get(aggregate_id, evict=True)
+
     def has_tracking(self, tracking: Tracking) -> bool:
         """Whether exactly this upstream position has been recorded already."""
         return has_exact_tracking(self.process_recorder, tracking)
 
-    def on_saved(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` (cheaply, in the saving thread) after every save."""
+    def on_saved(self, listener: SavedListener) -> None:
+        """Call ``listener`` with the recordings of every save, after its commit.
+
+        It runs in the saving thread, so it must be cheap and thread-safe (the relay only
+        hands the notifications to its event loop).
+        """
         with self._listeners_lock:
             self._saved_listeners.append(listener)
 
@@ -73,4 +90,4 @@ class ShipwreckApplication(Application[UUID]):
         with self._listeners_lock:
             listeners = list(self._saved_listeners)
         for listener in listeners:
-            listener()
+            listener(recordings)

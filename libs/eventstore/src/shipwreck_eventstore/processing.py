@@ -44,6 +44,9 @@ def process_once(
                 log.debug("duplicate delivery of %s recorded concurrently", tracking)
                 return False
             log.debug("version conflict while processing %s; deciding again", tracking)
+            # A cached copy may be what lost (a save racing its own cache update), so the
+            # next decision reads these aggregates from the store.
+            app.forget(*(a.id for a in aggregates))
             continue
         return True
     raise ConcurrencyConflict(

@@ -6,6 +6,11 @@ event into at most one integration message, publishes it with publisher confirms
 then records the new position. A relay that dies between publishing and recording publishes
 the same messages again on restart; consumers drop the duplicates by their Tracking, which
 is why every message carries its origin and position in its headers.
+
+Latency: a save in this process hands its committed notifications straight to the relay
+(no read of what was just written), and while the relay runs, recording the position
+does not hold up the next batch. The store stays the source: the relay reads it at start,
+after a gap in the handed-over ids, and on every poll.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import anyio
-from eventsourcing.persistence import Notification, Tracking
+from eventsourcing.persistence import Notification, Recording, Tracking
 from faststream.rabbit import RabbitBroker
 
 from shipwreck_contracts import ReplayFinished
@@ -89,6 +95,12 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._position: int | None = None
+        self._recorded = 0
+        self._recording: asyncio.Task[None] | None = None
+        # Notifications committed by saves in this process and not yet published, by id.
+        # Bounded: past the limit the store is read instead (a broker outage, say).
+        self._fresh: dict[int, Notification] = {}
+        self._fresh_limit = 10 * batch_size
 
     async def position(self) -> int:
         """The last notification id whose message is known to be published (0 if none).
@@ -99,17 +111,36 @@ class OutboxRelay:
         if self._position is None:
             recorder = self.app.process_recorder
             value = await anyio.to_thread.run_sync(recorder.max_tracking_id, self.position_name)
-            self._position = value or 0
+            self._position = self._recorded = value or 0
         return self._position
 
     async def publish_batch(self) -> int | None:
-        """Publish the next batch after the recorded position; return its last id, or None.
+        """Publish the next batch after the published position; return its last id, or None.
 
         Does not record the position: :meth:`record_position` does, after this returns.
         """
-        notifications = await self._select(await self.position() + 1)
+        notifications, _ = await self._next_batch()
         if not notifications:
             return None
+        await self._publish(notifications)
+        return notifications[-1].id
+
+    async def _next_batch(self) -> tuple[list[Notification], bool]:
+        """The notifications after the published position, and whether more may follow."""
+        start = await self.position() + 1
+        for stale in [i for i in self._fresh if i < start]:
+            del self._fresh[stale]
+        handed: list[Notification] = []
+        while len(handed) < self.batch_size and (n := self._fresh.pop(start + len(handed), None)):
+            handed.append(n)
+        if handed:
+            return handed, bool(self._fresh)
+        # Nothing handed over from ``start`` on: a fresh start, a poll, a save in another
+        # process, or a gap in the ids (a rolled-back insert uses ids up): the store says.
+        notifications = await self._select(start)
+        return notifications, len(notifications) == self.batch_size
+
+    async def _publish(self, notifications: Sequence[Notification]) -> None:
         publishes = []
         for notification in notifications:
             domain_event = self.app.mapper.to_domain_event(notification)
@@ -127,7 +158,6 @@ class OutboxRelay:
         # turn would cap the relay at one broker round trip per message. If any publish
         # fails, the position is not recorded and the whole batch goes again.
         await asyncio.gather(*publishes)
-        return notifications[-1].id
 
     async def replay(self, reply_to: str, after_position: int = 0) -> int:
         """Republish every integration message after ``after_position`` to queue ``reply_to``.
@@ -185,7 +215,8 @@ class OutboxRelay:
         """Record that everything up to ``position`` is published."""
         tracking = Tracking(application_name=self.position_name, notification_id=position)
         await anyio.to_thread.run_sync(self.app.process_recorder.insert_tracking, tracking)
-        self._position = position
+        self._recorded = position
+        self._position = max(self._position or 0, position)
 
     async def run_once(self) -> int:
         """Publish and record one batch; return how many notifications it covered."""
@@ -199,22 +230,57 @@ class OutboxRelay:
     async def run(self) -> None:
         """Relay forever: drain the log, then wait for a save (or a poll interval)."""
         self._loop = asyncio.get_running_loop()
-        self.app.on_saved(self._wake_from_any_thread)
+        self.app.on_saved(self._offer_from_any_thread)
         log.info("outbox relay for %s started at position %d", self.app.name, await self.position())
-        while True:
-            try:
-                moved = await self.run_once()
-            except Exception:
-                # Broker or database down: keep the position, try again shortly.
-                log.exception("outbox relay for %s failed; retrying", self.app.name)
-                await asyncio.sleep(self.idle_poll_seconds)
-                continue
-            if moved:
-                continue
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.idle_poll_seconds)
+        try:
+            while True:
+                # Cleared before looking, so a save during this round wakes the next one.
+                self._wake.clear()
+                try:
+                    notifications, more = await self._next_batch()
+                    if notifications:
+                        await self._publish(notifications)
+                        self._published(notifications[-1].id)
+                except Exception:
+                    # Broker or database down: keep the position, try again shortly.
+                    log.exception("outbox relay for %s failed; retrying", self.app.name)
+                    await asyncio.sleep(self.idle_poll_seconds)
+                    continue
+                if more:
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.idle_poll_seconds)
+        finally:
+            await self._finish_recording()
 
-    def _wake_from_any_thread(self) -> None:
+    def _published(self, position: int) -> None:
+        # The batch is confirmed: it counts as published now (replays may include it), and
+        # its position is recorded in the background, so the next batch need not wait for
+        # a database commit. Losing that record only means publishing again after a restart.
+        self._position = position
+        if self._recording is None or self._recording.done():
+            self._recording = asyncio.create_task(self._record_published())
+
+    async def _record_published(self) -> None:
+        # One writer at a time, always the newest position: the ones in between need no row.
+        try:
+            while self._recorded < (target := self._position or 0):
+                await self.record_position(target)
+        except Exception:
+            log.exception("outbox relay for %s could not record its position", self.app.name)
+
+    async def _finish_recording(self) -> None:
+        if self._recording is not None:
+            await self._recording
+        if self._recorded < (self._position or 0):
+            await self._record_published()
+
+    def _offer_from_any_thread(self, recordings: Sequence[Recording[UUID]]) -> None:
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._wake.set)
+            self._loop.call_soon_threadsafe(self._offer, [r.notification for r in recordings])
+
+    def _offer(self, notifications: list[Notification]) -> None:
+        for notification in notifications:
+            if len(self._fresh) < self._fresh_limit:
+                self._fresh[notification.id] = notification
+        self._wake.set()
