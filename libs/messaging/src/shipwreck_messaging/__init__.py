@@ -5,6 +5,7 @@ from shipwreck_messaging.publishing import (
     ORIGIN_HEADER,
     POSITION_HEADER,
     PublishFailed,
+    message_headers,
     publish,
     tag_filter,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "declare_route",
     "declare_topology",
     "events_exchange",
+    "message_headers",
     "node_work_queue_name",
     "node_work_route",
     "node_work_routing_key",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiormq.exceptions import (
@@ -13,6 +13,7 @@ from aiormq.exceptions import (
     ChannelInvalidStateError,
     ProbableAuthenticationError,
 )
+from fast_depends.library import CustomField
 from faststream.rabbit import RabbitBroker
 
 from shipwreck_contracts.base import Message, tag_of
@@ -95,7 +96,7 @@ def _check_confirmation(tag: str, key: str, confirmation: object) -> None:
     raise PublishFailed(f"{tag} (routing key {key!r}) was not confirmed by RabbitMQ: {name}")
 
 
-def tag_filter(message_class: type[Message]) -> Callable[[Any], bool]:
+def tag_filter(message_class: type[Message]) -> Callable[[Any], Awaitable[bool]]:
     """A FastStream subscriber filter matching deliveries of ``message_class``.
 
     It reads the AMQP ``type`` property that :func:`publish` sets (routing keys are not
@@ -103,9 +104,35 @@ def tag_filter(message_class: type[Message]) -> Callable[[Any], bool]:
     """
     tag = tag_of(message_class)
 
-    def matches(msg: Any) -> bool:
+    # A coroutine on purpose: FastStream runs a plain-function filter in a worker thread,
+    # one hand-off per handler tried per delivery (the orchestrator tries up to six).
+    async def matches(msg: Any) -> bool:
         raw = msg.raw_message
         return bool((getattr(raw, "type", None) or raw.routing_key) == tag)
 
     matches.__name__ = f"is_{tag}"
     return matches
+
+
+class _MessageHeaders(CustomField):
+    def __init__(self, broker: RabbitBroker) -> None:
+        super().__init__(cast=False, required=True)
+        self._context = broker.context
+
+    # fast-depends awaits a coroutine ``use`` on the event loop (its documented alternative
+    # to a plain one); FastStream's ``Context`` has a plain ``use``, which fast-depends runs
+    # in a worker thread for every delivery.
+    async def use(self, /, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        kwargs = super().use(**kwargs)
+        message = self._context.get_local("message")
+        kwargs[str(self.param_name)] = dict(message.headers) if message is not None else {}
+        return kwargs
+
+
+def message_headers(broker: RabbitBroker) -> Any:
+    """Default of a handler parameter that receives the delivery's AMQP headers.
+
+    The same value as FastStream's ``Context("message.headers")``, resolved without a
+    thread hand-off (which costs 0.1-1 ms per message on a busy machine).
+    """
+    return _MessageHeaders(broker)

@@ -9,7 +9,7 @@ import anyio
 from faststream import FastStream
 from faststream.rabbit import RabbitBroker
 
-from shipwreck_eventstore import OutboxRelay, StoreConfig
+from shipwreck_eventstore import WRITER_AGGREGATE_CACHE, OutboxRelay, StoreConfig
 from shipwreck_eventstore.service import build_writer_service
 from shipwreck_messaging import create_broker
 from shipwreck_orchestrator.consumers import register
@@ -28,7 +28,12 @@ def create_app(
     """Wire the orchestrator: store, service, handlers, outbox relay, timeout sweeper."""
     log = logger or logging.getLogger("shipwreck.orchestrator")
     broker = broker or create_broker(settings.amqp_url, app_id="orchestrator")
-    store = StoreConfig(database_url=settings.database_url, state_dir=settings.state_dir)
+    # This process is the one writer of its store: its aggregates can stay cached.
+    store = StoreConfig(
+        database_url=settings.database_url,
+        state_dir=settings.state_dir,
+        aggregate_cache=WRITER_AGGREGATE_CACHE,
+    )
     app = Orchestrator(store)
     service = OrchestratorService(app, settings)
     relay = OutboxRelay(app, broker, translate)

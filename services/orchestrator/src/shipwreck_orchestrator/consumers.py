@@ -7,7 +7,6 @@ from typing import Any, TypeVar
 
 import anyio
 from eventsourcing.persistence import Tracking
-from faststream import Context
 from faststream.rabbit import RabbitBroker
 
 from shipwreck_contracts import (
@@ -30,7 +29,7 @@ from shipwreck_contracts import (
 )
 from shipwreck_contracts.base import Message
 from shipwreck_eventstore import OutboxRelay, tracking_from_headers
-from shipwreck_messaging import events_exchange, tag_filter
+from shipwreck_messaging import events_exchange, message_headers, tag_filter
 from shipwreck_messaging.routes import ORCHESTRATOR_COMMANDS, ORCHESTRATOR_REPORTS
 from shipwreck_orchestrator.service import OrchestratorService
 
@@ -43,7 +42,7 @@ def register(broker: RabbitBroker, service: OrchestratorService, relay: OutboxRe
     reports = broker.subscriber(ORCHESTRATOR_REPORTS.declaration(), events_exchange())
 
     def on(subscriber: Any, cls: type[M], method: Callable[[M, Tracking | None], bool]) -> None:
-        async def handle(msg: Any, headers: dict[str, Any] = Context("message.headers")) -> None:
+        async def handle(msg: Any, headers: dict[str, Any] = message_headers(broker)) -> None:
             await anyio.to_thread.run_sync(method, msg, tracking_from_headers(headers))
 
         # FastStream decodes by the annotation: give each handler its own message type.

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 import anyio
-from faststream import Context, FastStream
+from faststream import FastStream
 from faststream.rabbit import RabbitBroker
 
 from shipwreck_contracts import (
@@ -16,9 +16,14 @@ from shipwreck_contracts import (
     Trigger,
     WebhookReceived,
 )
-from shipwreck_eventstore import OutboxRelay, StoreConfig, tracking_from_headers
+from shipwreck_eventstore import (
+    WRITER_AGGREGATE_CACHE,
+    OutboxRelay,
+    StoreConfig,
+    tracking_from_headers,
+)
 from shipwreck_eventstore.service import build_writer_service
-from shipwreck_messaging import create_broker, events_exchange, tag_filter
+from shipwreck_messaging import create_broker, events_exchange, message_headers, tag_filter
 from shipwreck_messaging.routes import WATCHER_APPS
 from shipwreck_runtime import BackgroundTasks
 from shipwreck_watcher.poller import Poller
@@ -38,7 +43,12 @@ def create_app(
     """Wire the watcher: ledger, app-watch consumer, poller, outbox relay, replays."""
     log = logger or logging.getLogger("shipwreck.watcher")
     broker = broker or create_broker(settings.amqp_url, app_id="watcher")
-    store = StoreConfig(database_url=settings.database_url, state_dir=settings.state_dir)
+    # This process is the one writer of its store: its aggregates can stay cached.
+    store = StoreConfig(
+        database_url=settings.database_url,
+        state_dir=settings.state_dir,
+        aggregate_cache=WRITER_AGGREGATE_CACHE,
+    )
     app = Watcher(store)
     service = WatcherService(app)
     relay = OutboxRelay(app, broker, translate)
@@ -56,7 +66,7 @@ def create_app(
 
     @apps(filter=tag_filter(AppWatchChanged))
     async def on_watch_changed(
-        msg: AppWatchChanged, headers: dict[str, Any] = Context("message.headers")
+        msg: AppWatchChanged, headers: dict[str, Any] = message_headers(broker)
     ) -> None:
         await anyio.to_thread.run_sync(
             service.app_watch_changed, msg, tracking_from_headers(headers)
@@ -64,13 +74,13 @@ def create_app(
 
     @apps(filter=tag_filter(WebhookReceived))
     async def on_webhook(
-        msg: WebhookReceived, headers: dict[str, Any] = Context("message.headers")
+        msg: WebhookReceived, headers: dict[str, Any] = message_headers(broker)
     ) -> None:
         await anyio.to_thread.run_sync(service.webhook, msg, tracking_from_headers(headers))
 
     @apps(filter=tag_filter(DeploymentInitialized))
     async def on_deployment_initialized(
-        msg: DeploymentInitialized, headers: dict[str, Any] = Context("message.headers")
+        msg: DeploymentInitialized, headers: dict[str, Any] = message_headers(broker)
     ) -> None:
         if msg.trigger is Trigger.ROLLBACK:  # the only deployments the ledger records
             await anyio.to_thread.run_sync(
