@@ -40,6 +40,14 @@ graphql-schema:
 faults *ARGS:
     uv run pytest tests/faults -p no:cacheprovider -o addopts="-ra --strict-markers" -s --timeout 3600 {{ARGS}}
 
-# Run the benchmarks; figures go to docs/BENCHMARKS.md.
+# Run the benchmarks (all, or the files and tests named: `just bench tests/bench/test_x.py -s`); figures go to docs/BENCHMARKS.md.
+[positional-arguments]
 bench *ARGS:
-    uv run pytest tests/bench -p no:cacheprovider -o addopts="" {{ARGS}}
+    #!/usr/bin/env bash
+    set -euo pipefail
+    # tests/bench only when no argument names a file or test (`-k webhook` is not one).
+    paths=(tests/bench)
+    for arg in "$@"; do
+        if [[ "$arg" != -* && -e "${arg%%::*}" ]]; then paths=(); fi
+    done
+    exec uv run pytest "${paths[@]}" -p no:cacheprovider -o addopts="" "$@"
