@@ -318,3 +318,65 @@ async def _heard_ids(platform: Platform, ids: list[uuid.UUID]) -> None:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(platform.log_tail("scheduler"))
+
+
+async def test_a_node_that_dies_while_the_scheduler_is_down_is_lost_after_its_restart(
+    platform: Platform,
+) -> None:
+    from shipwreck_contracts import NodeLost
+
+    broker = create_broker(platform.amqp_url, app_id="test")
+    fakes = FakeNodes(broker, 2)
+    observer = Observer(broker)
+    lost_seen: list[NodeLost] = []
+    lost_queue = RabbitQueue(
+        f"lost-{uuid.uuid4().hex[:8]}", exclusive=True, auto_delete=True, routing_key="node.lost.v1"
+    )
+
+    @broker.subscriber(lost_queue, events_exchange())
+    async def on_lost(msg: NodeLost) -> None:
+        lost_seen.append(msg)
+
+    timeout = {"SHIPWRECK_NODE_TIMEOUT_SECONDS": "2"}
+    platform.start("scheduler", "shipwreck_scheduler", "scheduler ready", **timeout)
+    platform.start("orchestrator", "shipwreck_orchestrator", "orchestrator ready")
+    doomed, survivor = fakes.ids
+
+    def beat(node_id: uuid.UUID, name: str) -> NodeHeartbeat:
+        return NodeHeartbeat(
+            node_id=node_id,
+            hostname=name,
+            cpu_count=2,
+            mem_total_mb=4096,
+            mem_free_mb=3000,
+            load_avg=0.1,
+            running=list(fakes.work[node_id]),
+            at=datetime.now(UTC),
+        )
+
+    async with broker:
+        await broker.start()
+        await fakes.declare()
+        await publish(broker, beat(doomed, "doomed"))
+        await _heard_ids(platform, [doomed])
+        r = _request(43)
+        await publish(broker, r, mandatory=True)
+        await observer.wait(lambda: len(observer.of(DeploymentRunning)) == 1)
+        # The scheduler goes down; the doomed node dies meanwhile and is never heard again.
+        platform.stop("scheduler")
+
+        async def keep_survivor_alive() -> None:
+            while True:
+                await publish(broker, beat(survivor, "survivor"))
+                await asyncio.sleep(0.5)
+
+        beats = asyncio.create_task(keep_survivor_alive())
+        try:
+            platform.start("scheduler-2", "shipwreck_scheduler", "scheduler ready", **timeout)
+            await observer.wait(lambda: len(observer.of(DeploymentRunning)) == 2, seconds=30)
+        finally:
+            beats.cancel()
+    # The restarted scheduler knew the doomed node from its store, not from a heartbeat.
+    assert [m.node_id for m in lost_seen] == [doomed]
+    second = observer.of(DeploymentRunning)[1]
+    assert (second.deployment_id, second.node_id) == (r.deployment_id, survivor)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from shipwreck_contracts import NodeHeartbeat, NodeRegistered
 from shipwreck_scheduler.nodes import NodeTable
+from shipwreck_scheduler.registry import KnownNode
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NODE = uuid.uuid4()
@@ -47,21 +48,74 @@ def test_only_recently_heard_nodes_are_live() -> None:
     assert table.live(T0 + timedelta(seconds=11), timedelta(seconds=10)) == []
 
 
+TIMEOUT = timedelta(seconds=10)
+DEAF = timedelta(seconds=5)
+
+
+def _lose(table: NodeTable, now: datetime) -> list[uuid.UUID]:
+    """One liveness round at ``now`` by a scheduler that hears its own probes."""
+    table.heard(now, DEAF, TIMEOUT)
+    found = [v.node_id for v in table.silent(now, TIMEOUT, DEAF)]
+    for node_id in found:
+        table.mark_lost(node_id)
+    return found
+
+
 def test_a_silent_node_is_declared_lost_once_and_found_again_by_its_heartbeat() -> None:
     table = NodeTable()
     table.heartbeat(_beat(T0))
-    timeout = timedelta(seconds=10)
-    assert table.newly_lost(T0 + timedelta(seconds=9), timeout) == []
-    assert [v.node_id for v in table.newly_lost(T0 + timedelta(seconds=11), timeout)] == [NODE]
-    assert table.newly_lost(T0 + timedelta(seconds=12), timeout) == []
+    assert _lose(table, T0 + timedelta(seconds=9)) == []
+    assert _lose(table, T0 + timedelta(seconds=11)) == [NODE]
+    assert _lose(table, T0 + timedelta(seconds=12)) == []
     table.heartbeat(_beat(T0 + timedelta(seconds=13)))
     assert NODE not in table.lost
+
+
+def test_a_scheduler_that_hears_nobody_declares_nobody_lost() -> None:
+    table = NodeTable()
+    table.heard(T0, DEAF, TIMEOUT)
+    table.heartbeat(_beat(T0))
+    # Nothing arrives for 20 s, not even the scheduler's own probes: the broker is away.
+    assert table.silent(T0 + timedelta(seconds=20), TIMEOUT, DEAF) == []
+
+
+def test_after_a_deaf_stretch_every_node_gets_a_full_timeout_again() -> None:
+    table = NodeTable()
+    table.heard(T0, DEAF, TIMEOUT)
+    table.heartbeat(_beat(T0))
+    back = T0 + timedelta(seconds=20)  # the broker is back; the node's heartbeat is not yet
+    lost_at = None
+    for second in range(15):  # the scheduler's probes come back every second again
+        if _lose(table, back + timedelta(seconds=second)):
+            lost_at = second
+            break
+    assert lost_at == 11
+
+
+def test_nodes_recorded_before_a_restart_are_watched_again_and_a_dead_one_is_lost() -> None:
+    table = NodeTable()
+    other = uuid.uuid4()
+    known = [
+        KnownNode(NODE, "n1", 2, 4096, lost=False),
+        KnownNode(other, "n2", 2, 4096, lost=True),
+    ]
+    assert table.restore(known, T0, TIMEOUT) == 2
+    assert other in table.lost  # lost before the restart: not declared again
+    assert _lose(table, T0 + timedelta(seconds=9)) == []
+    assert _lose(table, T0 + timedelta(seconds=11)) == [NODE]
+
+
+def test_restoring_keeps_what_a_node_said_since_the_start() -> None:
+    table = NodeTable()
+    table.heartbeat(_beat(T0 + timedelta(seconds=1), free=123))
+    assert table.restore([KnownNode(NODE, "n1", 2, 4096, lost=False)], T0, TIMEOUT) == 0
+    assert table.nodes[NODE].mem_free_mb == 123
 
 
 def test_a_lost_node_that_heartbeats_again_is_announced_as_returned_once() -> None:
     table = NodeTable()
     table.heartbeat(_beat(T0))
-    table.newly_lost(T0 + timedelta(seconds=11), timedelta(seconds=10))
+    _lose(table, T0 + timedelta(seconds=11))
     assert table.returning(_beat(T0 - timedelta(seconds=1))) is None  # late, from before
     back = _beat(T0 + timedelta(seconds=30))
     returned = table.returning(back)
@@ -81,7 +135,7 @@ def test_a_live_node_is_never_announced_as_returned() -> None:
 def test_a_lost_node_that_registers_again_restarted_and_is_not_lost_any_more() -> None:
     table = NodeTable()
     table.heartbeat(_beat(T0))
-    table.newly_lost(T0 + timedelta(seconds=11), timedelta(seconds=10))
+    _lose(table, T0 + timedelta(seconds=11))
     table.register(
         NodeRegistered(node_id=NODE, hostname="n1", cpu_count=2, mem_total_mb=4096, started_at=T0)
     )

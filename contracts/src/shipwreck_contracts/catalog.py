@@ -35,6 +35,7 @@ from .nodes import (
     NodeLost,
     NodeRegistered,
     NodeReturned,
+    SchedulerProbe,
     StageReported,
     StopWork,
     WorkFailed,
@@ -81,6 +82,7 @@ AnyMessage: TypeAlias = (
     | NodeDrained
     | NodeLost
     | NodeReturned
+    | SchedulerProbe
     | RepoChanged
     | WebhookReceived
     | LedgerEntryRecorded

@@ -250,6 +250,16 @@ class NodeReturned(Message, tag="node.returned.v1", frozen=True, kw_only=True):
     at: AwareDatetime
 
 
+class SchedulerProbe(Message, tag="scheduler.probe.v1", frozen=True, kw_only=True):
+    """The scheduler's message to itself, through the broker, every liveness round.
+
+    While its probes come back its link to RabbitMQ works, so a node it does not hear is
+    really silent; when they stop (the broker restarting) it declares no node lost.
+    """
+
+    sent_at: AwareDatetime
+
+
 NodeWork: TypeAlias = DeployWork | CancelWork | StopWork | NodeAssignment
 """Everything that arrives on a node's work queue (decode target for the node)."""
 

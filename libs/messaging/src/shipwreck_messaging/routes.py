@@ -28,6 +28,7 @@ from shipwreck_contracts import (
     RequestDeployment,
     RequestPlacement,
     RollbackApp,
+    SchedulerProbe,
     SetAppWatch,
     StageReported,
     StopApp,
@@ -78,7 +79,9 @@ ORCHESTRATOR_REPORTS = TOPOLOGY.add(
 """What nodes and the scheduler tell the orchestrator (a node that registers or returns
 gets its assignment)."""
 
-SCHEDULER_NODES = TOPOLOGY.add("scheduler.nodes", _tags(NodeRegistered, NodeHeartbeat))
+SCHEDULER_NODES = TOPOLOGY.add(
+    "scheduler.nodes", _tags(NodeRegistered, NodeHeartbeat, SchedulerProbe)
+)
 """Node registrations and heartbeats: the scheduler's view of which nodes are alive."""
 
 SCHEDULER_PLACEMENT = TOPOLOGY.add(

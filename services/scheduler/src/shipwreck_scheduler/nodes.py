@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from shipwreck_contracts import NodeHeartbeat, NodeRegistered, NodeReturned
+
+
+class KnownNodeFacts(Protocol):
+    """A node recorded before a restart (see ``registry.KnownNode``)."""
+
+    @property
+    def node_id(self) -> uuid.UUID: ...
+    @property
+    def hostname(self) -> str: ...
+    @property
+    def cpu_count(self) -> int: ...
+    @property
+    def mem_total_mb(self) -> int: ...
+    @property
+    def lost(self) -> bool: ...
 
 
 @dataclass
@@ -29,6 +46,10 @@ class NodeTable:
 
     nodes: dict[uuid.UUID, NodeView] = field(default_factory=dict)
     lost: set[uuid.UUID] = field(default_factory=set)
+    heard_at: datetime | None = None
+    """When the scheduler last received any heartbeat (its own clock)."""
+    grace_until: datetime | None = None
+    """No node is declared lost before this (after a restart, or a deaf stretch)."""
 
     def register(self, msg: NodeRegistered) -> bool:
         """Record a registration; True when the node was not known before.
@@ -77,17 +98,56 @@ class NodeTable:
         self.lost.discard(msg.node_id)
         return new
 
-    def newly_lost(self, now: datetime, timeout: timedelta) -> list[NodeView]:
-        """Nodes silent for longer than ``timeout`` that were not yet declared lost."""
-        found = [
+    def heard(self, now: datetime, deaf_after: timedelta, timeout: timedelta) -> None:
+        """A heartbeat arrived at ``now`` (the scheduler's clock).
+
+        After a stretch in which the scheduler heard nobody (its broker restarting, say)
+        every node gets a full ``timeout`` again: their silence was the scheduler's deafness.
+        """
+        if self.heard_at is not None and now - self.heard_at > deaf_after:
+            self.grace_until = max(self.grace_until or now, now + timeout)
+        self.heard_at = now
+
+    def silent(self, now: datetime, timeout: timedelta, deaf_after: timedelta) -> list[NodeView]:
+        """Nodes silent for longer than ``timeout``, not yet declared lost.
+
+        None while the scheduler itself hears nobody (for ``deaf_after``) or is in its grace
+        period: a scheduler cut off from the broker must not declare every node lost.
+        """
+        if self.heard_at is None or now - self.heard_at > deaf_after:
+            return []
+        if self.grace_until is not None and now <= self.grace_until:
+            return []
+        return [
             v
             for v in self.nodes.values()
             if v.node_id not in self.lost
             and v.last_seen_at is not None
             and now - v.last_seen_at > timeout
         ]
-        self.lost.update(v.node_id for v in found)
-        return found
+
+    def mark_lost(self, node_id: uuid.UUID) -> None:
+        """The loss is recorded: do not declare it again until the node is back."""
+        self.lost.add(node_id)
+
+    def restore(self, known: Iterable[KnownNodeFacts], now: datetime, timeout: timedelta) -> int:
+        """Add the nodes recorded before a restart, each given ``timeout`` to be heard from.
+
+        Nodes already heard from since the start keep what they said. Returns how many were
+        added.
+        """
+        added = 0
+        for node in known:
+            if node.lost:
+                self.lost.add(node.node_id)
+            if node.node_id in self.nodes:
+                continue
+            self.nodes[node.node_id] = NodeView(
+                node.node_id, node.hostname, node.cpu_count, node.mem_total_mb, last_seen_at=now
+            )
+            added += 1
+        self.grace_until = max(self.grace_until or now, now + timeout)
+        return added
 
     def live(self, now: datetime, timeout: timedelta) -> list[NodeView]:
         """Nodes heard from within ``timeout`` of ``now``."""

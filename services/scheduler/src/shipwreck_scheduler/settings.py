@@ -6,7 +6,15 @@ from shipwreck_runtime import StoreSettings
 
 
 class SchedulerSettings(StoreSettings, frozen=True, kw_only=True):
-    """``SHIPWRECK_NODE_TIMEOUT_SECONDS``: silence after which a node counts as lost."""
+    """Scheduler settings.
+
+    - ``SHIPWRECK_NODE_TIMEOUT_SECONDS``: silence after which a node counts as lost (10).
+    - ``SHIPWRECK_LIVENESS_CHECK_SECONDS``: how often silence is checked (1).
+    - ``SHIPWRECK_DEAF_AFTER_SECONDS``: when no node at all has been heard for this long,
+      the scheduler doubts its own link to the broker and declares nobody lost; once it
+      hears again every node gets a full timeout (5; nodes heartbeat every 2 s).
+    """
 
     node_timeout_seconds: float = 10.0
     liveness_check_seconds: float = 1.0
+    deaf_after_seconds: float = 5.0
