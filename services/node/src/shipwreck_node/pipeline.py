@@ -20,6 +20,7 @@ After each success, the images of the app's older deployments go, except the new
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import shutil
@@ -270,7 +271,8 @@ class Pipeline:
         if existing is not None:
             if on_started is not None:
                 on_started(work, existing)
-            await self.routes.claim(existing)
+            with contextlib.suppress(ProxyError):  # it serves; see below
+                await self.routes.claim(existing)
             return
         await self._remove_containers(work)  # dead ones: the new one takes their name
         ref = work.image or image_tag(work)
@@ -298,10 +300,16 @@ class Pipeline:
             on_started(work, container)
         healthy = await self._wait_healthy(run, parsed, container)
         await self.runtime.keep_running(healthy.id)
-        if parsed.config.port is not None and await self.routes.claim(healthy):
-            await run.log.line(LogStream.SYSTEM, f"running again at {self.routes.url(work.app)}")
-        else:
-            await run.log.line(LogStream.SYSTEM, "running again")
+        routed = False
+        if parsed.config.port is not None:
+            try:
+                routed = await self.routes.claim(healthy)
+            except ProxyError as e:
+                # It serves; giving it up over a proxy hiccup would be worse. The next
+                # assignment (or restart) of the node claims the route again.
+                await run.log.line(LogStream.SYSTEM, f"warning: cannot route it: {e}")
+        where = f" at {self.routes.url(work.app)}" if routed else ""
+        await run.log.line(LogStream.SYSTEM, f"running again{where}")
 
     async def prune_images(self, app: str) -> list[str]:
         """Remove the app's images beyond the newest ``keep_images`` that no container uses

@@ -439,7 +439,7 @@ class OrchestratorService:
     def node_returned(self, msg: NodeReturned, tracking: Tracking | None) -> bool:
         """A lost node is heard from again: send it what it still owns, so that it removes
         the containers of the work that was placed elsewhere while it was away."""
-        reason = f"node {msg.hostname} is back (silent since {msg.silent_since:%H:%M:%S}, lost)"
+        reason = f"node {msg.hostname} came back after it was declared lost"
         return self.assign(msg.node_id, reason, tracking)
 
     def assign(self, node_id: uuid.UUID, reason: str, tracking: Tracking | None = None) -> bool:
