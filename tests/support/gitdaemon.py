@@ -3,7 +3,15 @@
 Repositories are made with the git CLI from file trees (usually a fixture app from
 ``tests/support/apps`` with a few files changed), so the node clones exactly what a user
 would push. The daemon runs with ``--verbose``: its "Ready to rumble" line says it listens,
-and its "Connection from" lines let a test prove that a refused URL never reached it.
+its "Connection from" lines let a test prove that a refused URL never reached it, and its
+"Request upload-pack for '/<repo>.git'" lines count the fetches and ref listings of each
+repository (`GitServer.requests`).
+
+A repository can be held (`GitServer.hold`): every fetch of it then stalls on the server,
+after the refs were listed and before a single object is sent, until it is released. The
+daemon's ``uploadpack.packObjectsHook`` (a protected setting, given on its command line
+through ``GIT_CONFIG_*``) waits while the repository holds a ``shipwreck-hold`` file: a
+clone that is really under way, and slow for as long as the test wants.
 
 Use the ``git_server`` fixture (one server per test), or ``serve_git`` for a wider scope.
 """
@@ -24,6 +32,17 @@ import pytest
 
 APPS = Path(__file__).parent / "apps"
 READY_TIMEOUT = 10.0
+HOLD_FILE = "shipwreck-hold"
+# Run for every fetch in the repository's directory, with the pack-objects command line as
+# its arguments. A held fetch is logged once, then waits for the hold file to go; a release
+# (or the end of the server) lets it send its pack to whoever is still listening.
+_PACK_HOOK = f"""#!/bin/sh
+if [ -e {HOLD_FILE} ]; then
+    echo "$(basename "$PWD")" >> "$SHIPWRECK_TEST_HELD_LOG"
+    while [ -e {HOLD_FILE} ]; do sleep 0.05; done
+fi
+exec "$@"
+"""
 _GIT_ENV = {
     "GIT_AUTHOR_NAME": "Shipwreck Tests",
     "GIT_AUTHOR_EMAIL": "tests@shipwreck.invalid",
@@ -93,6 +112,32 @@ class GitServer:
         """The daemon's "Connection from ..." log lines so far."""
         return [line for line in self.log if "Connection from" in line]
 
+    def requests(self, repo: str) -> int:
+        """How many times ``repo`` was asked for so far: fetches, clones and ref listings
+        alike (each is one upload-pack request, logged once by the daemon)."""
+        wanted = f"Request upload-pack for '/{repo}.git'"
+        return sum(1 for line in list(self.log) if line.endswith(wanted))
+
+    @property
+    def held_log(self) -> Path:
+        """Where the pack-objects hook logs each fetch it holds (one repository a line)."""
+        return self.root / "held.log"
+
+    def hold(self, repo: str) -> None:
+        """From now on, stall every fetch of ``repo`` until `release` (see the module)."""
+        (self.repos / f"{repo}.git" / HOLD_FILE).touch()
+
+    def release(self, repo: str) -> None:
+        """Let the held fetches of ``repo`` go on, and the next ones through."""
+        (self.repos / f"{repo}.git" / HOLD_FILE).unlink(missing_ok=True)
+
+    def held(self, repo: str) -> int:
+        """How many fetches of ``repo`` have been held so far."""
+        if not self.held_log.exists():
+            return 0
+        lines = self.held_log.read_text().splitlines()
+        return sum(1 for line in lines if line == f"{repo}.git")
+
     def publish(
         self,
         repo: str,
@@ -149,6 +194,16 @@ class GitServer:
 def serve_git(root: Path) -> Iterator[GitServer]:
     """Run ``git daemon`` for repositories under ``root`` until the block ends."""
     server = GitServer(root, free_port())
+    hook = root / "pack-objects-hook"
+    hook.write_text(_PACK_HOOK)
+    hook.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_CONFIG_")}
+    env.update(
+        GIT_CONFIG_COUNT="1",
+        GIT_CONFIG_KEY_0="uploadpack.packObjectsHook",
+        GIT_CONFIG_VALUE_0=str(hook),
+        SHIPWRECK_TEST_HELD_LOG=str(server.held_log),
+    )
     process = subprocess.Popen(
         [
             "git",
@@ -165,6 +220,7 @@ def serve_git(root: Path) -> Iterator[GitServer]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
     ready = threading.Event()
 
@@ -183,6 +239,9 @@ def serve_git(root: Path) -> Iterator[GitServer]:
             raise RuntimeError(f"git daemon did not start: {server.log}")
         yield server
     finally:
+        # Held fetches end with the server (their hooks would outlive the daemon).
+        for held in server.repos.glob(f"*.git/{HOLD_FILE}"):
+            held.unlink(missing_ok=True)
         process.terminate()
         try:
             process.wait(10)

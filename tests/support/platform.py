@@ -3,6 +3,7 @@ and helpers to run the real services as processes against them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -108,6 +109,14 @@ class Platform:
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[Platform]:
     """A fresh vhost and database for one test, removed afterwards."""
+    with isolated_platform(tmp_path) as p:
+        yield p
+
+
+@contextlib.contextmanager
+def isolated_platform(root: Path) -> Iterator[Platform]:
+    """A fresh vhost and database (state under ``root``) until the block ends: for tests
+    that share one running platform (a module-scoped fixture)."""
     suffix = uuid.uuid4().hex[:10]
     vhost = f"shipwreck-test-{suffix}"
     dbname = f"shipwreck_test_{suffix}"
@@ -116,7 +125,7 @@ def platform(tmp_path: Path) -> Iterator[Platform]:
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{dbname}"')
     base = POSTGRES_URL.rsplit("/", 1)[0]
-    state = tmp_path / "platform"
+    state = root / "platform"
     state.mkdir()
     p = Platform(
         amqp_url=f"amqp://guest:guest@127.0.0.1:5672/{vhost}",
