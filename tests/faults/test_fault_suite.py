@@ -17,6 +17,7 @@ Scale and pace come from the environment (``just faults`` runs the full size):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import http.client
 import json
@@ -384,11 +385,11 @@ def test_the_platform_heals_from_kills_restarts_and_a_lost_node(
                 done_rabbit = True
                 chaos.restart_rabbit(down=3)
                 continue
-            if not done_node and progress >= 0.45:
+            if not done_node and progress >= 0.8:
                 done_node = True
                 lose_node_b()
                 continue
-            if not done_postgres and progress >= 0.65:
+            if not done_postgres and progress >= 0.55:
                 done_postgres = True
                 chaos.restart_postgres(down=3)
                 continue
@@ -430,6 +431,13 @@ def test_the_platform_heals_from_kills_restarts_and_a_lost_node(
             if c.labels.get("org.shipwreck.node") in set(platform.node_ids)
             and c.labels.get("org.shipwreck.role", "app") == "app"
         ]
+        # What ran at the end, for reading after a failure.
+        (platform.state_dir / "containers.txt").write_text(
+            "".join(
+                f"{c.name} {c.status} {c.attrs.get('Created')} {json.dumps(c.labels)}\n"
+                for c in client.containers.list(all=True)
+            )
+        )
     finally:
         client.close()
     served = 0
@@ -503,6 +511,11 @@ def test_the_platform_heals_from_kills_restarts_and_a_lost_node(
         "apps": len(apps),
         "apps_running_at_end": served,
         "statuses": {s: sum(d["status"] == s for d in deployments) for s in sorted(TERMINAL)},
+        "errors": dict(
+            collections.Counter(
+                (d["error"] or "")[:90] for d in deployments if d["status"] == "ERRORED"
+            ).most_common()
+        ),
         "kills": len(chaos.kills),
         "kills_by_service": {
             n: sum(k["service"] == n for k in chaos.kills) for n in sorted(chaos.services)

@@ -54,7 +54,7 @@ DEAF = timedelta(seconds=5)
 
 def _lose(table: NodeTable, now: datetime) -> list[uuid.UUID]:
     """One liveness round at ``now`` by a scheduler that hears its own probes."""
-    table.heard(now, DEAF, TIMEOUT)
+    table.heard(now, DEAF)
     found = [v.node_id for v in table.silent(now, TIMEOUT, DEAF)]
     for node_id in found:
         table.mark_lost(node_id)
@@ -73,7 +73,7 @@ def test_a_silent_node_is_declared_lost_once_and_found_again_by_its_heartbeat() 
 
 def test_a_scheduler_that_hears_nobody_declares_nobody_lost() -> None:
     table = NodeTable()
-    table.heard(T0, DEAF, TIMEOUT)
+    table.heard(T0, DEAF)
     table.heartbeat(_beat(T0))
     # Nothing arrives for 20 s, not even the scheduler's own probes: the broker is away.
     assert table.silent(T0 + timedelta(seconds=20), TIMEOUT, DEAF) == []
@@ -81,7 +81,7 @@ def test_a_scheduler_that_hears_nobody_declares_nobody_lost() -> None:
 
 def test_after_a_deaf_stretch_every_node_gets_a_full_timeout_again() -> None:
     table = NodeTable()
-    table.heard(T0, DEAF, TIMEOUT)
+    table.heard(T0, DEAF)
     table.heartbeat(_beat(T0))
     back = T0 + timedelta(seconds=20)  # the broker is back; the node's heartbeat is not yet
     lost_at = None
@@ -92,6 +92,18 @@ def test_after_a_deaf_stretch_every_node_gets_a_full_timeout_again() -> None:
     assert lost_at == 11
 
 
+def test_after_a_deaf_stretch_its_nodes_can_be_placed_on_again() -> None:
+    table = NodeTable()
+    table.heard(T0, DEAF)
+    table.heartbeat(_beat(T0))
+    back = T0 + timedelta(seconds=20)
+    assert table.deaf(back, DEAF)
+    assert table.live(back, TIMEOUT) == []  # while deaf, nothing is known to be live
+    table.heard(back, DEAF)  # the first probe after the outage
+    assert not table.deaf(back, DEAF)
+    assert [v.node_id for v in table.live(back, TIMEOUT)] == [NODE]
+
+
 def test_nodes_recorded_before_a_restart_are_watched_again_and_a_dead_one_is_lost() -> None:
     table = NodeTable()
     other = uuid.uuid4()
@@ -99,7 +111,7 @@ def test_nodes_recorded_before_a_restart_are_watched_again_and_a_dead_one_is_los
         KnownNode(NODE, "n1", 2, 4096, lost=False),
         KnownNode(other, "n2", 2, 4096, lost=True),
     ]
-    assert table.restore(known, T0, TIMEOUT) == 2
+    assert table.restore(known, T0) == 2
     assert other in table.lost  # lost before the restart: not declared again
     assert _lose(table, T0 + timedelta(seconds=9)) == []
     assert _lose(table, T0 + timedelta(seconds=11)) == [NODE]
@@ -108,7 +120,7 @@ def test_nodes_recorded_before_a_restart_are_watched_again_and_a_dead_one_is_los
 def test_restoring_keeps_what_a_node_said_since_the_start() -> None:
     table = NodeTable()
     table.heartbeat(_beat(T0 + timedelta(seconds=1), free=123))
-    assert table.restore([KnownNode(NODE, "n1", 2, 4096, lost=False)], T0, TIMEOUT) == 0
+    assert table.restore([KnownNode(NODE, "n1", 2, 4096, lost=False)], T0) == 0
     assert table.nodes[NODE].mem_free_mb == 123
 
 

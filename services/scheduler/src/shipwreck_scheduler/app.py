@@ -96,11 +96,11 @@ def create_app(
 
     @inbox(filter=tag_filter(SchedulerProbe))
     async def on_probe(msg: SchedulerProbe) -> None:
-        nodes.heard(datetime.now(UTC), deaf_after, timeout)
+        nodes.heard(datetime.now(UTC), deaf_after)
 
     @inbox(filter=tag_filter(NodeHeartbeat))
     async def on_heartbeat(msg: NodeHeartbeat) -> None:
-        nodes.heard(datetime.now(UTC), deaf_after, timeout)
+        nodes.heard(datetime.now(UTC), deaf_after)
         returned = nodes.returning(msg)
         if returned is not None:
             # Recorded first: the relay announces node.returned, and the table forgets the
@@ -113,6 +113,12 @@ def create_app(
 
     @placement(filter=tag_filter(RequestPlacement))
     async def on_request(msg: RequestPlacement) -> None:
+        # Just reconnected after a broker outage, the scheduler may not have heard the nodes
+        # yet: wait (a timeout at most) rather than answer "no live node".
+        waited = 0.0
+        while nodes.deaf(datetime.now(UTC), deaf_after) and waited < timeout.total_seconds():
+            await asyncio.sleep(0.2)
+            waited += 0.2
         snapshot = Snapshot(list(nodes.nodes.values()), assignments.counts(nodes))
         decision = plan(snapshot, msg, datetime.now(UTC), timeout)
         if isinstance(decision, PlacementDecided):
@@ -140,7 +146,7 @@ def create_app(
         # Every node recorded before a restart is watched again: one that died meanwhile
         # is declared lost a timeout after the start, though it never heartbeats again.
         known = await anyio.to_thread.run_sync(registry.known)
-        restored = nodes.restore(known, datetime.now(UTC), timeout)
+        restored = nodes.restore(known, datetime.now(UTC))
         log.info("watching %d nodes recorded before this start", restored)
         while True:
             now = datetime.now(UTC)

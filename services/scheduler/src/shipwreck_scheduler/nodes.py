@@ -47,9 +47,7 @@ class NodeTable:
     nodes: dict[uuid.UUID, NodeView] = field(default_factory=dict)
     lost: set[uuid.UUID] = field(default_factory=set)
     heard_at: datetime | None = None
-    """When the scheduler last received any heartbeat (its own clock)."""
-    grace_until: datetime | None = None
-    """No node is declared lost before this (after a restart, or a deaf stretch)."""
+    """When the scheduler last received a heartbeat or its own probe (its own clock)."""
 
     def register(self, msg: NodeRegistered) -> bool:
         """Record a registration; True when the node was not known before.
@@ -98,25 +96,30 @@ class NodeTable:
         self.lost.discard(msg.node_id)
         return new
 
-    def heard(self, now: datetime, deaf_after: timedelta, timeout: timedelta) -> None:
-        """A heartbeat arrived at ``now`` (the scheduler's clock).
+    def heard(self, now: datetime, deaf_after: timedelta) -> None:
+        """A heartbeat or the scheduler's own probe arrived at ``now`` (its clock).
 
         After a stretch in which the scheduler heard nobody (its broker restarting, say)
-        every node gets a full ``timeout`` again: their silence was the scheduler's deafness.
+        every node counts as seen ``now``: their silence was the scheduler's deafness, so
+        each gets a full timeout again, and placement may use them meanwhile.
         """
-        if self.heard_at is not None and now - self.heard_at > deaf_after:
-            self.grace_until = max(self.grace_until or now, now + timeout)
+        if self.deaf(now, deaf_after):
+            for view in self.nodes.values():
+                if view.node_id not in self.lost and view.last_seen_at is not None:
+                    view.last_seen_at = max(view.last_seen_at, now)
         self.heard_at = now
+
+    def deaf(self, now: datetime, deaf_after: timedelta) -> bool:
+        """Whether the scheduler has heard nothing at all for ``deaf_after``."""
+        return self.heard_at is not None and now - self.heard_at > deaf_after
 
     def silent(self, now: datetime, timeout: timedelta, deaf_after: timedelta) -> list[NodeView]:
         """Nodes silent for longer than ``timeout``, not yet declared lost.
 
-        None while the scheduler itself hears nobody (for ``deaf_after``) or is in its grace
-        period: a scheduler cut off from the broker must not declare every node lost.
+        None while the scheduler itself hears nobody (for ``deaf_after``), or has heard
+        nothing yet: a scheduler cut off from the broker must not declare every node lost.
         """
-        if self.heard_at is None or now - self.heard_at > deaf_after:
-            return []
-        if self.grace_until is not None and now <= self.grace_until:
+        if self.heard_at is None or self.deaf(now, deaf_after):
             return []
         return [
             v
@@ -130,8 +133,8 @@ class NodeTable:
         """The loss is recorded: do not declare it again until the node is back."""
         self.lost.add(node_id)
 
-    def restore(self, known: Iterable[KnownNodeFacts], now: datetime, timeout: timedelta) -> int:
-        """Add the nodes recorded before a restart, each given ``timeout`` to be heard from.
+    def restore(self, known: Iterable[KnownNodeFacts], now: datetime) -> int:
+        """Add the nodes recorded before a restart, as seen ``now``: each gets a full timeout.
 
         Nodes already heard from since the start keep what they said. Returns how many were
         added.
@@ -146,7 +149,6 @@ class NodeTable:
                 node.node_id, node.hostname, node.cpu_count, node.mem_total_mb, last_seen_at=now
             )
             added += 1
-        self.grace_until = max(self.grace_until or now, now + timeout)
         return added
 
     def live(self, now: datetime, timeout: timedelta) -> list[NodeView]:
