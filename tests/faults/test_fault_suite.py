@@ -562,21 +562,30 @@ def _changes(statuses: list[str]) -> list[str]:
 
 
 def _reschedule_figures(deployments: list[dict[str, Any]], lost_at: datetime) -> dict[str, Any]:
-    """How long after node-b died its deployments were noticed and ran again elsewhere."""
+    """How long after node-b died its deployments were placed again and ran elsewhere.
+
+    A deployment placed again after a node loss goes back to INITIALIZED: the second
+    INITIALIZED of its history (after node-b died) marks the move.
+    """
     noticed: list[float] = []
     running: list[float] = []
     for d in deployments:
         history = d["history"]
-        marks = [i for i, h in enumerate(history) if "lost while" in h["message"]]
-        if not marks:
+        moves = [
+            i
+            for i, h in enumerate(history)
+            if h["status"] == "INITIALIZED" and i > 1 and datetime.fromisoformat(h["at"]) >= lost_at
+        ]
+        if not moves:
             continue
-        seen = datetime.fromisoformat(history[marks[0]]["at"])
+        seen = datetime.fromisoformat(history[moves[0]]["at"])
         noticed.append((seen - lost_at).total_seconds())
-        again = [h for h in history[marks[0] :] if h["status"] == "RUNNING"]
+        again = [h for h in history[moves[0] :] if h["status"] == "RUNNING"]
         if again:
             running.append((datetime.fromisoformat(again[0]["at"]) - lost_at).total_seconds())
     return {
+        "placed_again_after_node_loss": len(noticed),
         "node_loss_noticed_s": round(max(noticed), 1) if noticed else None,
-        "rescheduled_running_again": len(running),
+        "running_again_elsewhere": len(running),
         "longest_loss_to_running_s": round(max(running), 1) if running else None,
     }

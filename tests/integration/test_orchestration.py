@@ -157,12 +157,12 @@ def _request(n: int, **kw: Any) -> RequestDeployment:
 
 
 async def _control_plane(
-    platform: Platform, nodes: int
+    platform: Platform, nodes: int, **scheduler_env: str
 ) -> tuple[RabbitBroker, FakeNodes, Observer]:
     broker = create_broker(platform.amqp_url, app_id="test")
     fakes = FakeNodes(broker, nodes)
     observer = Observer(broker)
-    platform.start("scheduler", "shipwreck_scheduler", "scheduler ready")
+    platform.start("scheduler", "shipwreck_scheduler", "scheduler ready", **scheduler_env)
     platform.start("orchestrator", "shipwreck_orchestrator", "orchestrator ready")
     return broker, fakes, observer
 
@@ -227,7 +227,9 @@ async def test_a_redeploy_supersedes_the_running_deployment_and_stops_it(
 async def test_without_live_nodes_a_deployment_ends_errored_with_the_reason(
     platform: Platform,
 ) -> None:
-    broker, _fakes, observer = await _control_plane(platform, nodes=0)
+    broker, _fakes, observer = await _control_plane(
+        platform, nodes=0, SHIPWRECK_PLACEMENT_WAIT_SECONDS="1"
+    )
     async with broker:
         await broker.start()
         r = _request(1)
@@ -235,6 +237,24 @@ async def test_without_live_nodes_a_deployment_ends_errored_with_the_reason(
         await observer.wait(lambda: bool(observer.of(DeploymentErrored)))
     errored = observer.of(DeploymentErrored)[0]
     assert errored.reason == "no node can run it: no live node"
+
+
+async def test_a_deployment_requested_while_no_node_is_live_waits_for_one(
+    platform: Platform,
+) -> None:
+    broker, fakes, observer = await _control_plane(platform, nodes=1)
+    async with broker:
+        await broker.start()
+        await fakes.declare()
+        r = _request(2)
+        await publish(broker, r, mandatory=True)
+        # The only node is restarting: it is heard from only after the request came.
+        await asyncio.sleep(2)
+        assert not observer.of(DeploymentErrored)
+        await fakes.heartbeat()
+        await observer.wait(lambda: bool(observer.of(DeploymentRunning)))
+    assert observer.of(DeploymentRunning)[0].node_id == fakes.ids[0]
+    assert not observer.of(DeploymentErrored)
 
 
 async def test_a_lost_node_is_detected_and_its_deployment_moves_to_a_live_node(

@@ -113,12 +113,16 @@ def create_app(
 
     @placement(filter=tag_filter(RequestPlacement))
     async def on_request(msg: RequestPlacement) -> None:
-        # Just reconnected after a broker outage, the scheduler may not have heard the nodes
-        # yet: wait (a timeout at most) rather than answer "no live node".
+        # No node to ask right now (the only one restarting, or the scheduler just back from
+        # a broker outage and not hearing the nodes yet): wait a while for one, as a
+        # deployment waits for a free worker, rather than fail it at once.
         waited = 0.0
-        while nodes.deaf(datetime.now(UTC), deaf_after) and waited < timeout.total_seconds():
-            await asyncio.sleep(0.2)
-            waited += 0.2
+        while waited < settings.placement_wait_seconds and (
+            nodes.deaf(datetime.now(UTC), deaf_after)
+            or not nodes.live(datetime.now(UTC), timeout)
+        ):
+            await asyncio.sleep(0.25)
+            waited += 0.25
         snapshot = Snapshot(list(nodes.nodes.values()), assignments.counts(nodes))
         decision = plan(snapshot, msg, datetime.now(UTC), timeout)
         if isinstance(decision, PlacementDecided):

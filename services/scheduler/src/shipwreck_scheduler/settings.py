@@ -10,11 +10,15 @@ class SchedulerSettings(StoreSettings, frozen=True, kw_only=True):
 
     - ``SHIPWRECK_NODE_TIMEOUT_SECONDS``: silence after which a node counts as lost (10).
     - ``SHIPWRECK_LIVENESS_CHECK_SECONDS``: how often silence is checked (1).
-    - ``SHIPWRECK_DEAF_AFTER_SECONDS``: when no node at all has been heard for this long,
-      the scheduler doubts its own link to the broker and declares nobody lost; once it
-      hears again every node gets a full timeout (5; nodes heartbeat every 2 s).
+    - ``SHIPWRECK_DEAF_AFTER_SECONDS``: when nothing at all has been heard for this long (no
+      heartbeat, none of its own probes through the broker), the scheduler doubts its own
+      link to the broker and declares nobody lost; once it hears again every node gets a
+      full timeout (5; nodes heartbeat every 2 s).
+    - ``SHIPWRECK_PLACEMENT_WAIT_SECONDS``: how long a placement request waits for a live
+      node when there is none (30), before it fails with "no live node".
     """
 
     node_timeout_seconds: float = 10.0
     liveness_check_seconds: float = 1.0
     deaf_after_seconds: float = 5.0
+    placement_wait_seconds: float = 30.0
