@@ -9,8 +9,8 @@ class ApiSettings(CommonSettings, frozen=True, kw_only=True):
     """The api's settings.
 
     - ``SHIPWRECK_API_HOST``/``_PORT``: where to listen.
-    - ``SHIPWRECK_API_TOKEN``: the first admin token (when unset, one is generated into
-      ``<state_dir>/api-token``, mode 0600).
+    - ``SHIPWRECK_API_TOKEN``: the first admin token (when unset, the one in
+      ``<state_dir>/api-token``, generated there with mode 0600 if the file is missing).
     - ``SHIPWRECK_WEBHOOK_SECRET``: the secret push webhooks are signed with (GitHub and
       Gitea HMAC-SHA256, GitLab token); unset, ``/webhooks/*`` answers 503.
     - ``SHIPWRECK_GIT_ALLOW_PRIVATE``: accept repository URLs on loopback and private
@@ -20,8 +20,9 @@ class ApiSettings(CommonSettings, frozen=True, kw_only=True):
       watcher's), replayed beside it.
     - ``SHIPWRECK_LEDGER_ENTRIES``: how many ledger entries each (repository, branch)
       keeps (the newest; default 1000).
-    - ``SHIPWRECK_REPLAY_RETRY_SECONDS``: how often to ask again while no queue takes the
-      replay request (the orchestrator's topology is not declared yet).
+    - ``SHIPWRECK_REPLAY_RETRY_SECONDS``: how often to ask again, at start-up or after a
+      reconnection, while a replay request cannot be delivered (no queue takes it: the
+      orchestrator's or the watcher's topology is not declared yet; or RabbitMQ is away).
     - ``SHIPWRECK_SUBSCRIBER_QUEUE_SIZE``/``_LOG_SUBSCRIBER_QUEUE_SIZE``: how many updates /
       log lines may wait for one subscriber. One that lags further loses its oldest queued
       items and, when it catches up, gets what it missed from the read model instead
@@ -37,7 +38,8 @@ class ApiSettings(CommonSettings, frozen=True, kw_only=True):
       orchestrator's (and the watcher's) replay before answering (the rebuild goes on
       afterwards).
     - ``SHIPWRECK_UNKNOWN_DEPLOYMENT_WAIT_SECONDS``: how long a subscription to a deployment
-      not known yet waits for it to appear before answering "not found".
+      or app not known yet waits for it to appear before answering "not found" (it waits
+      on while the read model is rebuilding).
     """
 
     api_host: str = "127.0.0.1"

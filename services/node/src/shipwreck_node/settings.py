@@ -29,7 +29,8 @@ class NodeSettings(CommonSettings, frozen=True, kw_only=True):
     ``SHIPWRECK_BUILD_CA_BUNDLE`` is a PEM file trusted by pip and npm while dependencies
     are installed (behind a TLS-intercepting proxy); it never reaches the app's image.
 
-    Limits: a container gets what its deployment requires, capped by
+    Limits: a container gets what its deployment requires (for now always the defaults of
+    ``Requirements``, 0.5 CPU and 256 MB: nothing sets them), capped by
     ``SHIPWRECK_APP_MEMORY_LIMIT_MB``, ``SHIPWRECK_APP_CPUS_LIMIT`` and
     ``SHIPWRECK_APP_PIDS_LIMIT``. Every stage has a timeout (``SHIPWRECK_*_TIMEOUT_SECONDS``).
 
@@ -38,8 +39,9 @@ class NodeSettings(CommonSettings, frozen=True, kw_only=True):
     turns Caddy's automatic HTTPS on (unset: plain HTTP only). ``SHIPWRECK_PROXY_ADMIN`` is
     Caddy's admin address, on loopback; the node starts Caddy (``SHIPWRECK_CADDY_BINARY``)
     when nothing answers there, and stops it again when it stops. Each node on a machine
-    needs its own ports and admin address. A superseded container gets
-    ``SHIPWRECK_DRAIN_SECONDS`` to finish the requests it has before it is stopped.
+    needs its own ports and admin address. A container that loses its route (superseded,
+    stopped, cancelled) gets ``SHIPWRECK_DRAIN_SECONDS`` to finish the requests it has
+    before it is stopped.
 
     Images: the newest ``SHIPWRECK_KEEP_IMAGES`` images of each app (and any a container
     uses) are kept for rollbacks; older ones are removed after each successful deployment.
