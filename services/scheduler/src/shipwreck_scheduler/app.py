@@ -118,8 +118,7 @@ def create_app(
         # deployment waits for a free worker, rather than fail it at once.
         waited = 0.0
         while waited < settings.placement_wait_seconds and (
-            nodes.deaf(datetime.now(UTC), deaf_after)
-            or not nodes.live(datetime.now(UTC), timeout)
+            nodes.deaf(datetime.now(UTC), deaf_after) or not nodes.live(datetime.now(UTC), timeout)
         ):
             await asyncio.sleep(0.25)
             waited += 0.25
