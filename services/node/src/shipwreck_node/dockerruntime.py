@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +52,8 @@ T = TypeVar("T")
 REQUEST_TIMEOUT: Final = 120
 STREAM_TIMEOUT: Final = 7 * 24 * 3600
 """Read timeout of streams: effectively none; stage timeouts bound them instead."""
+REMOVAL_WAIT: Final = 10
+"""How long one wait for someone else's removal of a container lasts before trying again."""
 
 # The classic builder's progress lines: a stage starts at its FROM step, and every step
 # ends with the id of the image it made.
@@ -348,24 +351,48 @@ class DockerRuntime:
         return await self._call(find)
 
     async def remove(self, container_id: str, *, stop_timeout: float = 0) -> None:
-        """Stop (gracefully for ``stop_timeout`` s) and remove the container; idempotent."""
+        """Stop (gracefully for ``stop_timeout`` s) and remove the container; idempotent.
+
+        Returns once the container is gone, also when another removal of it was under way.
+        """
 
         def remove() -> None:
-            try:
-                container = self._client.containers.get(container_id)
-                if stop_timeout > 0 and container.status == "running":
-                    container.stop(timeout=int(stop_timeout))
-                container.remove(force=True, v=True)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as e:
-                # 409: a removal of the same container is already under way.
-                if e.status_code != 409:
-                    raise
+            deadline = time.monotonic() + REQUEST_TIMEOUT
+            while True:
+                try:
+                    container = self._client.containers.get(container_id)
+                    if stop_timeout > 0 and container.status == "running":
+                        container.stop(timeout=int(stop_timeout))
+                    container.remove(force=True, v=True)
+                    return
+                except docker.errors.NotFound:
+                    return
+                except docker.errors.APIError as e:
+                    # 409: Docker refuses a second removal while one is under way (another
+                    # task of this node, a person). The container still exists, and runs
+                    # until that removal kills it, or for good if it fails: wait for it to
+                    # go, and remove it again if it did not.
+                    if e.status_code != 409 or time.monotonic() > deadline:
+                        raise
+                if self._removed(container_id, REMOVAL_WAIT):
+                    return
 
         await self._call(remove)
 
     # --- plumbing ------------------------------------------------------------------------
+
+    def _removed(self, container_id: str, within: int) -> bool:
+        """Wait (blocking) up to ``within`` s for the container to be removed by whoever is
+        removing it; whether it is gone."""
+        try:
+            result = self._client.api.wait(container_id, timeout=within, condition="removed")
+        except docker.errors.NotFound:
+            return True
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            return False
+        # The wait also ends when that removal fails, with the reason.
+        error = result.get("Error")
+        return not (error and error["Message"])
 
     def _run(self, spec: RunSpec) -> Container:
         # (address, None): a random free host port on that address (the stubs omit None).
