@@ -38,7 +38,7 @@ from shipwreck_messaging import (
 from shipwreck_node.ports import LABEL_APP, LABEL_DEPLOYMENT, LABEL_NODE, LABEL_PORT, LABEL_ROLE
 from shipwreck_node.proxy import CaddyProxy
 from tests.e2e.test_deploy_git_url import Api, _get, node_settings, start_api, wait_for_nodes
-from tests.support.gitdaemon import GitServer
+from tests.support.gitdaemon import GitServer, app_files
 from tests.support.platform import Platform
 
 pytestmark = [pytest.mark.infra, pytest.mark.docker, pytest.mark.slow]
@@ -234,6 +234,62 @@ def test_a_lost_node_that_returns_removes_the_container_it_no_longer_owns(
     after = _deployment(api, d["id"])
     assert after == moved
     assert one_container()
+
+
+def _kill(platform: Platform, name: str) -> None:
+    """SIGKILL a service: nothing of its own shutdown runs."""
+    process = platform.processes.pop(name)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def test_a_deployment_kept_across_restarts_goes_when_a_resumed_redeploy_supersedes_it(
+    platform: Platform, git_server: GitServer, engine: docker.DockerClient
+) -> None:
+    # The fault suite's story of an app: its deployment RUNNING, the node killed and
+    # restarted (the deployment kept), a redeploy, the node killed again while the new
+    # container starts (its leftover removed, the redeploy resumed), then the StopWork
+    # of the superseded deployment.
+    platform.start("scheduler", "shipwreck_scheduler", "scheduler ready")
+    platform.start("orchestrator", "shipwreck_orchestrator", "orchestrator ready")
+    settings = node_settings(platform, _unique("resume"))
+    platform.start("node", "shipwreck_node", "node ready", **settings)
+    api = start_api(platform)
+    wait_for_nodes(api, 1)
+    app = _unique("kept")
+    git_server.publish_app(app, "python-version", overrides={"VERSION": "v1\n"})
+    first = api.deploy(git_server.url(app))
+    assert api.wait_terminal(first)["status"] == "RUNNING", platform.log_tail("node")
+    url = _deployment(api, first)["url"]
+    _until(_serves(url, "v1\n"), "v1 served")
+
+    _kill(platform, "node")
+    platform.start("node-2", "shipwreck_node", "node ready", **settings)
+    _until(lambda: "keep " in platform.log_tail("node-2"), "v1 kept by the assignment")
+
+    toml = app_files("python-version")["Shipwreck.toml"]
+    assert isinstance(toml, bytes)
+    # Slow to listen: the node is killed while the new container runs unhealthy.
+    slow = toml.replace(b'run = "python3 app.py"', b'run = "sleep 5; python3 app.py"')
+    git_server.publish_app(
+        app, "python-version", overrides={"VERSION": "v2\n", "Shipwreck.toml": slow}
+    )
+    second = api.deploy(git_server.url(app))
+    _until(lambda: bool(_containers(engine, **{LABEL_DEPLOYMENT: second})), "v2 started")
+    _kill(platform, "node-2")
+    platform.start("node-3", "shipwreck_node", "node ready", **settings)
+
+    assert api.wait_terminal(second)["status"] == "RUNNING", platform.log_tail("node-3")
+    assert "resume " in platform.log_tail("node-3")
+    _until(lambda: _deployment(api, first)["status"] == "SUPERSEDED", "v1 superseded", 60)
+
+    def deployments_running() -> list[str]:
+        containers = _containers(engine, **{LABEL_APP: app})
+        return [c.labels[LABEL_DEPLOYMENT] for c in containers if c.status == "running"]
+
+    _until(lambda: deployments_running() == [second], "only v2 running", 60)
+    assert _serves(url, "v2\n")()
+    assert [c.labels[LABEL_DEPLOYMENT] for c in _containers(engine, **{LABEL_APP: app})] == [second]
 
 
 async def _late_reports(platform: Platform, deployment_id: uuid.UUID, node_id: uuid.UUID) -> None:

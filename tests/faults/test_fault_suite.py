@@ -27,7 +27,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -50,6 +50,9 @@ APPS = int(os.environ.get("FAULTS_APPS", "20"))
 KILL_EVERY = float(os.environ.get("FAULTS_KILL_EVERY", "5"))
 SEED = int(os.environ.get("FAULTS_SEED", "20261127"))
 POISON = 3
+# The nodes' last removals: drain (2 s) and graceful stop (SHIPWRECK_STOP_TIMEOUT_SECONDS,
+# 10 s) of the deployments superseded last, with room for a loaded Docker engine.
+CONTAINERS_SETTLE = 60.0
 
 DEPLOYMENT = "id app status commit node error trigger history { status message at }"
 READ_MODEL = (
@@ -223,6 +226,41 @@ def _wait(predicate: Callable[[], bool], seconds: float, what: str) -> float:
             return time.monotonic() - began
         time.sleep(1)
     raise AssertionError(f"{what} within {seconds}s")
+
+
+def _holds(predicate: Callable[[], bool], seconds: float) -> bool:
+    """Whether ``predicate`` comes to hold within ``seconds`` (the caller reports what does
+    not hold then)."""
+    began = time.monotonic()
+    while not predicate():
+        if time.monotonic() - began > seconds:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def _app_containers(node_ids: Collection[str], apps: Collection[str]) -> dict[str, list[str]]:
+    """For each of ``apps``: the deployments whose app containers run on these nodes."""
+    client = docker.from_env()
+    try:
+        # ignore_removed: a container may go between the listing and its inspection.
+        running = client.containers.list(ignore_removed=True)
+    finally:
+        client.close()
+    mine = [
+        c.labels
+        for c in running
+        if c.labels.get("org.shipwreck.node") in node_ids
+        and c.labels.get("org.shipwreck.role", "app") == "app"
+    ]
+    return {
+        app: [
+            labels.get("org.shipwreck.deployment", "")
+            for labels in mine
+            if labels.get("org.shipwreck.app") == app
+        ]
+        for app in apps
+    }
 
 
 async def _publish_poison(amqp_url: str) -> list[str]:
@@ -423,19 +461,32 @@ def test_the_platform_heals_from_kills_restarts_and_a_lost_node(
     problems: list[str] = []
 
     # 2. Every app meant to run is served by exactly one container, through its route.
+    # A deployment is SUPERSEDED (terminal) the moment its successor serves, but its node
+    # removes its container only after the drain (SHIPWRECK_DRAIN_SECONDS) and a graceful
+    # stop: the apps redeployed last still run their old container for a few seconds.
+    # What counts is where the nodes end up.
+    def meant(app: dict[str, Any]) -> list[str]:
+        current = app["current"] and by_id[app["current"]["id"]]
+        running = current and current["status"] == "RUNNING" and current["node"] != node_b
+        return [current["id"]] if running else []
+
+    wanted = {app["name"]: meant(app) for app in live["apps"]}
+    seen: dict[str, list[str]] = {}
+
+    def only_wanted_run() -> bool:
+        seen.clear()
+        seen.update(_app_containers(platform.node_ids, wanted))
+        return seen == wanted
+
+    _holds(only_wanted_run, CONTAINERS_SETTLE)
+    containers_settled = time.monotonic()
     client = docker.from_env()
     try:
-        containers = [
-            c
-            for c in client.containers.list()
-            if c.labels.get("org.shipwreck.node") in set(platform.node_ids)
-            and c.labels.get("org.shipwreck.role", "app") == "app"
-        ]
         # What ran at the end, for reading after a failure.
         (platform.state_dir / "containers.txt").write_text(
             "".join(
                 f"{c.name} {c.status} {c.attrs.get('Created')} {json.dumps(c.labels)}\n"
-                for c in client.containers.list(all=True)
+                for c in client.containers.list(all=True, ignore_removed=True)
             )
         )
     finally:
@@ -444,11 +495,7 @@ def test_the_platform_heals_from_kills_restarts_and_a_lost_node(
     for app in live["apps"]:
         name = app["name"]
         current = app["current"] and by_id[app["current"]["id"]]
-        mine = [
-            c.labels.get("org.shipwreck.deployment")
-            for c in containers
-            if c.labels.get("org.shipwreck.app") == name
-        ]
+        mine = seen[name]
         if not current or current["status"] != "RUNNING":
             if mine:
                 problems.append(f"{name} is not meant to run, yet containers run: {mine}")
@@ -523,6 +570,8 @@ def test_the_platform_heals_from_kills_restarts_and_a_lost_node(
         "longest_recovery_s": max((k["recovery_s"] for k in chaos.kills), default=0),
         "infra_restarts": chaos.infra_restarts,
         "run_s": round(settled - started, 1),
+        # From every deployment terminal to only the current ones' containers running.
+        "containers_settle_s": round(containers_settled - settled, 1),
         "seed": SEED,
     }
     figures.update(_reschedule_figures(deployments, node_loss["lost_at"]))
