@@ -248,8 +248,10 @@ class OutboxRelay:
                     continue
                 if more:
                     continue
+                # (asyncio.timeout, not wait_for: no task to create and schedule per wait)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.idle_poll_seconds)
+                    async with asyncio.timeout(self.idle_poll_seconds):
+                        await self._wake.wait()
         finally:
             await self._finish_recording()
 

@@ -27,7 +27,10 @@ def has_exact_tracking(recorder: ProcessRecorder, tracking: Tracking) -> bool:
         statement = SQL(
             "SELECT 1 FROM {0}.{1} WHERE application_name = %s AND notification_id = %s"
         ).format(Identifier(recorder.datastore.schema), Identifier(recorder.tracking_table_name))
-        with recorder.datastore.transaction(commit=False) as curs:
-            curs.execute(statement, (tracking.application_name, tracking.notification_id))
+        # One statement on an autocommit connection: one round trip, where a transaction
+        # would add a BEGIN and a ROLLBACK (this runs before every tracked message).
+        with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+            params = (tracking.application_name, tracking.notification_id)
+            curs.execute(statement, params, prepare=True)
             return curs.fetchone() is not None
     raise TypeError(f"no exact tracking look-up for {type(recorder).__qualname__}")
