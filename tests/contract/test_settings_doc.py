@@ -70,7 +70,7 @@ class RecordingEnvironment(Mapping[str, str]):
 class Setting:
     variable: str
     kind: str
-    """How the type column must describe it: ``integer 1-65535``, ``number``, ``text``..."""
+    """How the type column must describe it: ``integer 1-65535``, ``number > 0``, ``text``..."""
     default: str
     """How the default column must show it: ``unset``, ``empty`` or the value in backticks."""
 
@@ -79,6 +79,8 @@ def kind_of(annotation: Any) -> str:
     info = msgspec.inspect.type_info(annotation)
     if isinstance(info, msgspec.inspect.UnionType):
         (info,) = [t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)]
+    if isinstance(info, msgspec.inspect.Metadata):  # e.g. the log level's allowed names
+        info = info.type
     names = {
         msgspec.inspect.StrType: "text",
         msgspec.inspect.IntType: "integer",
@@ -86,11 +88,13 @@ def kind_of(annotation: Any) -> str:
         msgspec.inspect.BoolType: "boolean",
     }
     kind = names[type(info)]
-    ge, le = getattr(info, "ge", None), getattr(info, "le", None)
+    ge, gt, le = (getattr(info, bound, None) for bound in ("ge", "gt", "le"))
     if ge is not None and le is not None:
         return f"{kind} {ge:g}-{le:g}"
     if ge is not None:
         return f"{kind} ≥ {ge:g}"
+    if gt is not None:
+        return f"{kind} > {gt:g}"
     return kind
 
 

@@ -2,16 +2,34 @@
 
 from shipwreck_runtime.common import DEFAULT_AMQP_URL, CommonSettings, StoreSettings
 from shipwreck_runtime.logs import configure_logging
-from shipwreck_runtime.settings import SettingsError, env_name, load_settings
+from shipwreck_runtime.settings import (
+    Count,
+    LogLevel,
+    Port,
+    PositiveSeconds,
+    Seconds,
+    SettingsError,
+    env_name,
+    exit_with,
+    load_settings,
+    load_settings_or_exit,
+)
 from shipwreck_runtime.tasks import BackgroundTasks
 
 __all__ = [
     "DEFAULT_AMQP_URL",
     "BackgroundTasks",
     "CommonSettings",
+    "Count",
+    "LogLevel",
+    "Port",
+    "PositiveSeconds",
+    "Seconds",
     "SettingsError",
     "StoreSettings",
     "configure_logging",
     "env_name",
+    "exit_with",
     "load_settings",
+    "load_settings_or_exit",
 ]

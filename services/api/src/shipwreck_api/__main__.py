@@ -8,12 +8,12 @@ import uvicorn
 
 from shipwreck_api.app import create_app
 from shipwreck_api.settings import ApiSettings
-from shipwreck_runtime import configure_logging, load_settings
+from shipwreck_runtime import configure_logging, load_settings_or_exit
 
 
 def main() -> int:
     """Load settings from the environment and serve until SIGINT/SIGTERM."""
-    settings = load_settings(ApiSettings)
+    settings = load_settings_or_exit(ApiSettings, "shipwreck-api")
     log = configure_logging("api", settings.log_level)
     app = create_app(settings, logger=log)
     config = uvicorn.Config(

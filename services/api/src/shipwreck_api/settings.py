@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shipwreck_runtime import CommonSettings
+from shipwreck_runtime import CommonSettings, Count, Port, PositiveSeconds, Seconds
 
 
 class ApiSettings(CommonSettings, frozen=True, kw_only=True):
@@ -43,18 +43,18 @@ class ApiSettings(CommonSettings, frozen=True, kw_only=True):
     """
 
     api_host: str = "127.0.0.1"
-    api_port: int = 8080
+    api_port: Port = 8080
     api_token: str | None = None
     state_dir: str = ".shipwreck"
     git_allow_private: bool = False
     replay_origin: str = "orchestrator"
     ledger_origin: str = "watcher"
-    ledger_entries: int = 1000
-    replay_retry_seconds: float = 5.0
-    subscriber_queue_size: int = 100
-    log_subscriber_queue_size: int = 1000
-    log_buffer_lines: int = 1000
-    log_buffer_deployments: int = 200
-    rebuild_timeout_seconds: float = 60.0
-    unknown_deployment_wait_seconds: float = 10.0
+    ledger_entries: Count = 1000
+    replay_retry_seconds: PositiveSeconds = 5.0
+    subscriber_queue_size: Count = 100
+    log_subscriber_queue_size: Count = 1000
+    log_buffer_lines: Count = 1000
+    log_buffer_deployments: Count = 200
+    rebuild_timeout_seconds: Seconds = 60.0
+    unknown_deployment_wait_seconds: Seconds = 10.0
     webhook_secret: str | None = None

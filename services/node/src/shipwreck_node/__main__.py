@@ -8,12 +8,12 @@ from shipwreck_messaging.service import run_service
 from shipwreck_node.app import create_app
 from shipwreck_node.ports import ProxyError, RuntimeFailure
 from shipwreck_node.settings import NodeSettings
-from shipwreck_runtime import configure_logging, load_settings
+from shipwreck_runtime import configure_logging, load_settings_or_exit
 
 
 def main() -> int:
     """Load settings from the environment and run until SIGINT/SIGTERM."""
-    settings = load_settings(NodeSettings)
+    settings = load_settings_or_exit(NodeSettings, "shipwreck-node")
     log = configure_logging("node", settings.log_level)
     try:
         app = create_app(settings, logger=log)

@@ -9,12 +9,10 @@ from typing import Annotated, Final
 
 import msgspec
 
-from shipwreck_runtime import CommonSettings
+from shipwreck_runtime import CommonSettings, Count, Port, PositiveSeconds, Seconds
 
 PUBLISH_HOST: Final = "127.0.0.1"
 """App ports are published on loopback only: the node's reverse proxy is the way in."""
-
-Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 
 
 class NodeSettings(CommonSettings, frozen=True, kw_only=True):
@@ -48,7 +46,7 @@ class NodeSettings(CommonSettings, frozen=True, kw_only=True):
     """
 
     node_name: str = ""
-    heartbeat_seconds: float = 2.0
+    heartbeat_seconds: PositiveSeconds = 2.0
 
     base_image_python: str = "python:3.12-slim"
     base_image_node: str = "node:20-slim"
@@ -58,27 +56,27 @@ class NodeSettings(CommonSettings, frozen=True, kw_only=True):
     git_allow_private: bool = False
     work_dir: str = ".shipwreck/node-work"
 
-    app_memory_limit_mb: int = 512
-    app_cpus_limit: float = 1.0
-    app_pids_limit: int = 256
+    app_memory_limit_mb: Count = 512
+    app_cpus_limit: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    app_pids_limit: Count = 256
 
-    clone_timeout_seconds: float = 300.0
-    build_timeout_seconds: float = 900.0
-    test_timeout_seconds: float = 600.0
-    health_timeout_seconds: float = 60.0
+    clone_timeout_seconds: PositiveSeconds = 300.0
+    build_timeout_seconds: PositiveSeconds = 900.0
+    test_timeout_seconds: PositiveSeconds = 600.0
+    health_timeout_seconds: PositiveSeconds = 60.0
     # An app without config.port has nothing to probe: it is healthy if it is still
     # running after this long.
-    worker_grace_seconds: float = 3.0
-    stop_timeout_seconds: float = 10.0
+    worker_grace_seconds: Seconds = 3.0
+    stop_timeout_seconds: Seconds = 10.0
 
     apps_domain: str = "localhost"
     proxy_http_port: Port = 80
     proxy_https_port: Port | None = None
     proxy_admin: str = "127.0.0.1:2019"
     caddy_binary: str = "caddy"
-    drain_seconds: Annotated[float, msgspec.Meta(ge=0)] = 2.0
+    drain_seconds: Seconds = 2.0
 
-    keep_images: Annotated[int, msgspec.Meta(ge=1)] = 5
+    keep_images: Count = 5
 
     @property
     def name(self) -> str:

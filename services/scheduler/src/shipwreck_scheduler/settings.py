@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shipwreck_runtime import StoreSettings
+from shipwreck_runtime import PositiveSeconds, Seconds, StoreSettings
 
 
 class SchedulerSettings(StoreSettings, frozen=True, kw_only=True):
@@ -18,7 +18,7 @@ class SchedulerSettings(StoreSettings, frozen=True, kw_only=True):
       node when there is none (30), before it fails with "no live node".
     """
 
-    node_timeout_seconds: float = 10.0
-    liveness_check_seconds: float = 1.0
-    deaf_after_seconds: float = 5.0
-    placement_wait_seconds: float = 30.0
+    node_timeout_seconds: PositiveSeconds = 10.0
+    liveness_check_seconds: PositiveSeconds = 1.0
+    deaf_after_seconds: PositiveSeconds = 5.0
+    placement_wait_seconds: Seconds = 30.0
