@@ -35,6 +35,7 @@ from shipwreck_messaging import (
 )
 from tests.support.gitdaemon import GitServer
 from tests.support.platform import Platform
+from tests.support.silentremote import SilentRemote
 
 pytestmark = [pytest.mark.anyio, pytest.mark.infra, pytest.mark.slow]
 
@@ -181,3 +182,47 @@ async def test_fifty_apps_on_ten_pairs_cost_one_check_per_pair_per_interval(
     (entry,) = [e for e in observer.of(LedgerEntryRecorded) if e.commit == commit]
     assert entry.reason == f"new commit after {heads[pushed]}"
     assert sorted(entry.apps) == sorted(watchers[pushed])
+
+
+async def test_a_remote_that_never_answers_does_not_hold_the_only_check_slot(
+    platform: Platform, git_server: GitServer
+) -> None:
+    heads = {"answers": git_server.publish("answers", {"README.md": "answers\n"})}
+    broker = create_broker(platform.amqp_url, app_id="test")
+    observer = Observer(broker)
+    with SilentRemote() as silent:
+        hangs, answers = silent.url("hangs"), git_server.url("answers")
+        # One check at a time, every second: the silent remote must give the slot back
+        # after its timeout, every interval, for the other pair to be checked at all.
+        platform.start(
+            "watcher",
+            "shipwreck_watcher",
+            "watcher ready",
+            SHIPWRECK_WATCH_INTERVAL="1",
+            SHIPWRECK_WATCH_JITTER="0",
+            SHIPWRECK_WATCH_CONCURRENCY="1",
+            SHIPWRECK_LS_REMOTE_TIMEOUT_SECONDS="0.5",
+        )
+        async with broker:
+            await broker.start()
+            at = datetime.now(UTC)
+            for position, (app, url) in enumerate([("hangs", hangs), ("answers", answers)], 1):
+                await publish(
+                    broker,
+                    AppWatchChanged(app=app, repo_url=url, branch="main", watching=True, at=at),
+                    headers={ORIGIN_HEADER: "orchestrator", POSITION_HEADER: position},
+                )
+            await observer.wait(
+                lambda: any(e.repo_url == answers for e in observer.of(LedgerEntryRecorded)),
+                "baseline of the pair that answers",
+            )
+            await checked(git_server, "answers", 3)
+        # The silent remote was asked again at each interval, not once and forever.
+        assert await asyncio.to_thread(silent.wait_for, 3, 30)
+    (baseline,) = observer.of(LedgerEntryRecorded)
+    assert (baseline.repo_url, baseline.commit) == (answers, heads["answers"])
+    log = platform.logs["watcher"].read_text()
+    assert (
+        f"watch check of {hangs}#main failed: cannot list {hangs}: no answer within 0.5 s "
+        "(SHIPWRECK_LS_REMOTE_TIMEOUT_SECONDS)"
+    ) in log

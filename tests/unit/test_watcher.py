@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import logging
+import os
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import anyio
 import msgspec
 import pytest
 from eventsourcing.persistence import StoredEvent
@@ -23,8 +26,11 @@ from shipwreck_contracts import (
 )
 from shipwreck_eventstore import StoreConfig
 from shipwreck_watcher.poller import Poller
+from shipwreck_watcher.remote import DulwichLister, RemoteError
 from shipwreck_watcher.service import Watcher, WatcherService
 from shipwreck_watcher.translate import translate
+from tests.support.gitdaemon import GitServer
+from tests.support.silentremote import SilentRemote
 
 pytestmark = pytest.mark.anyio
 AT = datetime(2026, 5, 1, tzinfo=UTC)
@@ -40,6 +46,12 @@ class FakeRemote:
     def head(self, repo_url: str, branch: str) -> str | None:
         self.asked[(repo_url, branch)] += 1
         return self.heads.get((repo_url, branch))
+
+
+@pytest.fixture
+def silent() -> Iterator[SilentRemote]:
+    with SilentRemote() as remote:
+        yield remote
 
 
 @pytest.fixture
@@ -126,6 +138,100 @@ async def test_a_new_commit_found_by_polling_becomes_repo_changed(
     assert await poller.check(repo_id) is True
     (change,) = _repo_changes(service)
     assert (change.commit, change.trigger) == ("2" * 40, Trigger.WATCH)
+
+
+def test_a_git_remote_is_listed_in_process(git_server: GitServer) -> None:
+    commit = git_server.publish("listed", {"README.md": "hello\n"})
+    lister = DulwichLister(allow_private=True, timeout=10)
+    assert lister.head(git_server.url("listed"), "main") == commit
+    assert lister.head(git_server.url("listed"), "no-such-branch") is None
+    assert git_server.requests("listed") == 2
+
+
+# A short timeout setting bounds each of these: a check that hangs fails the test.
+@pytest.mark.timeout(30)
+def test_a_git_remote_that_never_answers_fails_naming_it_and_the_timeout(
+    silent: SilentRemote,
+) -> None:
+    lister = DulwichLister(allow_private=True, timeout=0.2)
+    with pytest.raises(RemoteError) as failed:
+        lister.head(silent.url("hangs"), "main")
+    assert str(failed.value) == (
+        f"cannot list {silent.url('hangs')}: no answer within 0.2 s "
+        "(SHIPWRECK_LS_REMOTE_TIMEOUT_SECONDS)"
+    )
+    assert silent.connections == 1
+
+
+@pytest.mark.timeout(30)
+def test_an_ssh_remote_that_never_answers_fails_and_its_ssh_is_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Stands in for ssh: connected (or stuck connecting), and nothing ever comes back.
+    ssh = tmp_path / "bin" / "ssh"
+    ssh.parent.mkdir()
+    ssh.write_text("#!/bin/sh\nwhile true; do sleep 0.1; done\n")
+    ssh.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{ssh.parent}{os.pathsep}{os.environ['PATH']}")
+    url = "ssh://git@127.0.0.1/hangs.git"
+    lister = DulwichLister(allow_private=True, timeout=0.5)
+    with pytest.raises(RemoteError) as failed:
+        lister.head(url, "main")
+    assert str(failed.value) == (
+        f"cannot list {url}: no answer within 0.5 s (SHIPWRECK_LS_REMOTE_TIMEOUT_SECONDS)"
+    )
+    assert not _running(str(ssh))
+
+
+def _running(command: str) -> list[int]:
+    """The processes whose command line names ``command``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # not a process, or gone meanwhile
+            continue
+        if command.encode() in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.timeout(30)
+async def test_a_silent_remote_frees_its_slot_and_is_checked_again_next_interval(
+    service: WatcherService, silent: SilentRemote, caplog: pytest.LogCaptureFixture
+) -> None:
+    hangs, other = silent.url("hangs"), "git://example.org/other.git"
+    _watch(service, "a", hangs)
+    _watch(service, "b", other)
+    fake = FakeRemote()
+    fake.heads[(other, "main")] = "1" * 40
+    dulwich = DulwichLister(allow_private=True, timeout=0.2)
+
+    class Lister:
+        def head(self, repo_url: str, branch: str) -> str | None:
+            remote = dulwich if repo_url == hangs else fake
+            return remote.head(repo_url, branch)
+
+    clock = [0.0]
+    # One slot, no jitter: the silent remote's check holds the only slot while it waits.
+    poller = Poller(
+        service, Lister(), interval=60, jitter=0, concurrency=1, monotonic=lambda: clock[0]
+    )
+    ids = {url: repo_id for repo_id, (url, _) in service.watched.items()}
+    with caplog.at_level(logging.WARNING, logger="shipwreck_watcher.poller"):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(poller.check, ids[hangs])
+            assert await anyio.to_thread.run_sync(silent.wait_for, 1, 10)
+            tg.start_soon(poller.check, ids[other])
+    assert fake.asked[(other, "main")] == 1  # the other pair got the slot back
+    assert [r.getMessage() for r in caplog.records] == [
+        f"watch check of {hangs}#main failed: cannot list {hangs}: no answer within 0.2 s "
+        "(SHIPWRECK_LS_REMOTE_TIMEOUT_SECONDS)"
+    ]
+    clock[0] = 60.0
+    assert set(poller.due_now(clock[0])) == {ids[hangs], ids[other]}
+    assert await poller.check(ids[hangs]) is False
+    assert silent.connections == 2
 
 
 def test_watched_pairs_are_recovered_from_the_store(tmp_path: Path) -> None:
