@@ -337,12 +337,16 @@ def test_the_platform_heals_from_kills_restarts_and_a_lost_node(
     rabbit: PrivateRabbit,
     postgres: PrivatePostgres,
     git_server: GitServer,
+    request: pytest.FixtureRequest,
 ) -> None:
     platform = faulty_platform
     rng = random.Random(SEED)
     chaos = Chaos(platform, rabbit, postgres)
     api_port = free_port()
     nodes = {name: node_settings(platform, f"faults-{name}") for name in ("node-a", "node-b")}
+    # A SIGKILLed node leaves its Caddy running (by design: the apps stay reachable while
+    # the node restarts); the suite's must not outlive it.
+    request.addfinalizer(lambda: _stop_proxies(nodes.values()))
     proxy_port = {
         _node_id(f"faults-{n}"): int(s["SHIPWRECK_PROXY_HTTP_PORT"]) for n, s in nodes.items()
     }
@@ -582,6 +586,12 @@ def test_the_platform_heals_from_kills_restarts_and_a_lost_node(
     with (out / "faults.jsonl").open("a") as f:
         f.write(line + "\n")
     assert not problems, "\n".join(problems)
+
+
+def _stop_proxies(nodes: Iterable[dict[str, str]]) -> None:
+    for settings in nodes:
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.post(f"http://{settings['SHIPWRECK_PROXY_ADMIN']}/stop", timeout=5)
 
 
 def _guard(target: Callable[[], None], failures: list[BaseException]) -> None:
