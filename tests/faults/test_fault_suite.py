@@ -184,10 +184,16 @@ class Chaos:
                 {"server": "rabbitmq", "down_s": round(time.monotonic() - began, 2)}
             )
 
-    def restart_postgres(self, down: float) -> None:
+    def restart_postgres(self, down: float, while_down: Callable[[], None]) -> None:
+        """Crash PostgreSQL, run ``while_down``, and start it again after ``down`` s."""
         with self.lock:
             began = time.monotonic()
-            self.postgres.restart(down)
+            self.postgres.stop("immediate")
+            try:
+                while_down()
+                time.sleep(max(0.0, down - (time.monotonic() - began)))
+            finally:
+                self.postgres.start()
             self.infra_restarts.append(
                 {"server": "postgresql", "down_s": round(time.monotonic() - began, 2)}
             )
@@ -395,6 +401,7 @@ def test_the_platform_heals_from_kills_restarts_and_a_lost_node(
             submitting.clear()
 
     node_loss: dict[str, datetime] = {}
+    down_reads: list[dict[str, Any]] = []
 
     def lose_node_b() -> None:
         """node-b's machine dies: its process, its containers and its Caddy go for good."""
@@ -418,6 +425,14 @@ def test_the_platform_heals_from_kills_restarts_and_a_lost_node(
                 httpx.post(f"http://{admin}/stop", timeout=5)
         node_loss["lost_at"] = lost_at
 
+    def read_while_the_database_is_down() -> None:
+        # The api answers from its read model: no query needs PostgreSQL.
+        began = time.monotonic()
+        answer = api.gql("{ apps { name current { id status } } nodes { id } }", patience=10)
+        down_reads.append(
+            {"apps": len(answer["apps"]), "answered_s": round(time.monotonic() - began, 3)}
+        )
+
     def unleash() -> None:
         done_rabbit = done_postgres = done_node = False
         while submitting.is_set():
@@ -433,7 +448,7 @@ def test_the_platform_heals_from_kills_restarts_and_a_lost_node(
                 continue
             if not done_postgres and progress >= 0.55:
                 done_postgres = True
-                chaos.restart_postgres(down=3)
+                chaos.restart_postgres(down=3, while_down=read_while_the_database_is_down)
                 continue
             victim = rng.choice(chaos.alive())
             chaos.kill_and_restart(victim)
@@ -448,6 +463,7 @@ def test_the_platform_heals_from_kills_restarts_and_a_lost_node(
     assert not failures, failures
     chaos.ensure_all_running()
     assert node_loss, "the run was too short to lose node-b"
+    assert len(down_reads) == 1, "the api did not answer while PostgreSQL was down"
 
     # 1. Every deployment ends; none is stuck in progress.
     def all_terminal() -> bool:
@@ -573,6 +589,7 @@ def test_the_platform_heals_from_kills_restarts_and_a_lost_node(
         },
         "longest_recovery_s": max((k["recovery_s"] for k in chaos.kills), default=0),
         "infra_restarts": chaos.infra_restarts,
+        "api_read_while_postgres_down": down_reads,
         "run_s": round(settled - started, 1),
         # From every deployment terminal to only the current ones' containers running.
         "containers_settle_s": round(containers_settled - settled, 1),
@@ -647,4 +664,5 @@ def _reschedule_figures(deployments: list[dict[str, Any]], lost_at: datetime) ->
         "node_loss_noticed_s": round(max(noticed), 1) if noticed else None,
         "running_again_elsewhere": len(running),
         "longest_loss_to_running_s": round(max(running), 1) if running else None,
+        "loss_to_running_s": sorted(round(r, 1) for r in running),
     }
