@@ -38,10 +38,10 @@ from tests.support.loadgen import Record
 from tests.support.node_infra import get, remove_node_leftovers
 from tests.support.platform import ROOT, Platform
 
-# The python-version fixture, served the way production servers serve (gunicorn and uvicorn
-# listen with a backlog of 2048 and keep connections alive): http.server's backlog of 5
-# overflows at 200 new connections/s on a busy machine, and each dropped SYN costs the
-# request a one-second retransmission, whatever the platform does.
+# The python-version fixture, served the way production servers serve: a listen backlog of
+# 2048 (gunicorn's and uvicorn's default) and keep-alive without Nagle's delay. http.server's
+# backlog of 5 overflows at 200 new connections/s on a busy machine, and each dropped SYN
+# costs its request a one-second retransmission, whatever the platform does.
 APP = b"""\
 import os
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
