@@ -12,7 +12,9 @@ from eventsourcing.persistence import Tracking
 
 from shipwreck_contracts import (
     CancelDeployment,
+    DeploymentRunning,
     DeploymentStatus,
+    DeploymentSuperseded,
     NodeScore,
     PlacementDecided,
     PlacementFailed,
@@ -172,6 +174,28 @@ def test_a_second_running_deployment_supersedes_the_first(
         "DeploymentSuperseded",
         "StopWork",
     ]
+
+
+def test_a_takeover_announces_the_superseded_deployment_before_the_new_running_one(
+    service: OrchestratorService, clock: Clock
+) -> None:
+    # Readers apply the announcements one at a time: a new RUNNING announced before the old
+    # one's SUPERSEDED would show them two RUNNING deployments of the app in between.
+    first, second = _request(), _request()
+    _run_to(service, first, clock)
+    _run_to(service, second, clock)
+    running: set[uuid.UUID] = set()
+    most = 0
+    for notification in service.app.process_recorder.select_notifications(1, 1000):
+        for outgoing in translate(service.app.mapper.to_domain_event(notification)):
+            message = getattr(outgoing, "message", outgoing)
+            if isinstance(message, DeploymentRunning):
+                running.add(message.deployment_id)
+            elif isinstance(message, DeploymentSuperseded):
+                running.discard(message.deployment_id)
+            most = max(most, len(running))
+    assert running == {second.deployment_id}
+    assert most == 1
 
 
 def test_stale_reports_from_another_node_are_ignored(

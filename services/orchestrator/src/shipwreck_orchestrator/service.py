@@ -398,15 +398,18 @@ class OrchestratorService:
             ):
                 return []
             touched.append(deployment)
-            changed: list[Any] = [deployment]
+            changed: list[Any] = []
             app = self._get(app_id(deployment.app or ""))
             if isinstance(app, App):
                 previous = app.activate(deployment.id, msg.at)
-                changed.append(app)
                 old = self._deployment(previous) if previous is not None else None
                 if old is not None and old.supersede(deployment.id, msg.at):
                     changed.append(old)
-            return changed
+                changed.append(app)
+            # Recorded in this order: the previous one's SUPERSEDED, then the new RUNNING.
+            # Readers apply the announcements one at a time (the api's read model does), so
+            # between the two they see no RUNNING deployment rather than two.
+            return [*changed, deployment]
 
         recorded = process_once(self.app, tracking, decide)
         for d in touched:
