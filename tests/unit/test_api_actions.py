@@ -164,6 +164,18 @@ async def test_cancel_publishes_for_a_deployment_in_progress_only() -> None:
     assert len(bus.sent) == 1
 
 
+async def test_cancel_refuses_a_running_deployment_and_says_how_to_stop_it() -> None:
+    actions, bus = _actions()
+    running = next(r for r in actions.live.model.deployments() if r.status is S.RUNNING)
+    with pytest.raises(Refused) as refused:
+        await actions.cancel(deployment_id=running.id, actor="admin")
+    assert str(refused.value) == (
+        f"deployment {running.id} is already RUNNING; only a deployment that has not "
+        "finished can be cancelled; stopApp stops a running app"
+    )
+    assert bus.sent == []
+
+
 async def test_rollback_requests_the_earlier_commit_under_a_new_id() -> None:
     actions, bus = _actions()
     first = actions.live.model.deployments(app="hello")[-1]  # the oldest: SUPERSEDED

@@ -27,6 +27,7 @@ from shipwreck_api.readmodel import AppRecord, DeploymentRecord, fold_deployment
 from shipwreck_contracts import (
     CancelDeployment,
     DeploymentRequested,
+    DeploymentStatus,
     Message,
     RequestDeployment,
     RollbackApp,
@@ -174,10 +175,13 @@ class Actions:
     async def cancel(self, *, deployment_id: uuid.UUID, actor: str) -> DeploymentRecord:
         """Ask for a deployment in progress to be cancelled; returns it as it is now."""
         record = self.deployment(deployment_id)
-        if record.status.is_terminal:
+        # A RUNNING deployment has finished deploying: the orchestrator would ignore the
+        # cancel, and the client would never learn why nothing happened.
+        if record.status.is_terminal or record.status is DeploymentStatus.RUNNING:
+            hint = "; stopApp stops a running app" if not record.status.is_terminal else ""
             raise Refused(
                 f"deployment {deployment_id} is already {record.status.value}; "
-                "only a deployment that has not finished can be cancelled"
+                f"only a deployment that has not finished can be cancelled{hint}"
             )
         await self.bus.send(
             CancelDeployment(deployment_id=deployment_id, actor=actor, requested_at=self.clock())
