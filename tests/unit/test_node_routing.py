@@ -195,6 +195,48 @@ async def test_a_redeploy_starts_beside_the_old_one_and_switches_in_one_change(
     assert v2.url == v1.url == "http://hello.localhost/"
 
 
+class Gate(Block):
+    """Makes a fake call wait until opened."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened = anyio.Event()
+
+    async def wait(self) -> None:
+        self.entered.set()
+        await self.opened.wait()
+
+
+async def test_two_deployments_of_an_app_report_success_in_the_order_they_took_the_route(
+    node: Node,
+) -> None:
+    # The orchestrator makes current the one whose success it hears last: had the second
+    # reported first, it would stop the second (superseded) and leave the app unrouted.
+    first, second = node.work(), node.work()
+    node.router.block_route = gate = Gate()
+    await node.runner.handle(first)
+    with anyio.fail_after(5):
+        await gate.entered.wait()  # the first has switched the route, not yet reported
+    node.router.block_route = None
+    await node.runner.handle(second)
+
+    def done_or_waiting() -> bool:
+        waiting = "waiting for another deployment of hello to finish taking its route"
+        return bool(node.outbox.outcomes) or waiting in node.lines(
+            second.deployment_id, LogStream.SYSTEM
+        )
+
+    with anyio.fail_after(5):
+        await node.outbox.wait_until(done_or_waiting)
+    gate.opened.set()
+    await node.runner.wait_idle()
+    succeeded = node.outbox.of(WorkSucceeded)
+    assert len(node.outbox.outcomes) == len(succeeded) == 2, node.outbox.outcomes
+    reported = [node.upstream(o) for o in succeeded]
+    assert [c.upstream for c in node.router.changes] == reported
+    assert node.router.current("hello") == reported[-1]
+
+
 async def test_stopping_the_superseded_deployment_leaves_the_route_to_its_successor(
     node: Node,
 ) -> None:

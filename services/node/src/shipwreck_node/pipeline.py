@@ -10,7 +10,9 @@ deployment id label and is removed by that label (also when the work is cancelle
 Zero downtime: the new container starts beside the one serving the app, and takes the
 app's route (one proxy change) only once it is healthy; then the success is reported, and
 the orchestrator has the old deployment stopped. A deployment that fails or is cancelled
-at any point before its report leaves the route with the container that had it.
+at any point before its report leaves the route with the container that had it. The
+deployments of one app take its route and report it one at a time, so that their success
+reports leave in the order the route changed hands.
 
 A rollback (`DeployWork.image` set) runs that image again when the node still has it, with
 the manifest it was built from (kept as a label on the image): no clone, no build, no test.
@@ -25,7 +27,7 @@ import logging
 import re
 import shutil
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, NoReturn
@@ -188,6 +190,8 @@ class Pipeline:
         # Per app: a rollback's "is the image still there? tag it" and the pruning of old
         # images must not interleave, or the image could go between the two.
         self._image_locks: defaultdict[str, anyio.Lock] = defaultdict(anyio.Lock)
+        # Per app: taking the route and reporting it, one deployment at a time.
+        self._takeovers: defaultdict[str, anyio.Lock] = defaultdict(anyio.Lock)
 
     async def deploy(
         self, work: DeployWork, deployment_log: DeploymentLog, on_started: OnStarted | None = None
@@ -195,7 +199,8 @@ class Pipeline:
         """Deploy ``work``; report and return how it ended.
 
         Cancellation (CancelWork, shutdown) removes what was created and propagates; no
-        report is sent then: the orchestrator records the cancellation itself.
+        report is sent then: the orchestrator records the cancellation itself. A success is
+        reported as the route is taken (see `_take_over`), a failure once cleaned up.
         """
         workdir = self.settings.node_work_dir.resolve() / f"{work.deployment_id}-{work.attempt}"
         run = _Run(work=work, log=deployment_log, workdir=workdir)
@@ -217,8 +222,9 @@ class Pipeline:
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(shutil.rmtree, workdir, True)
-        await self.send(outcome)
-        if isinstance(outcome, WorkSucceeded):
+        if isinstance(outcome, WorkFailed):
+            await self.send(outcome)
+        else:
             await self.prune_images(work.app)
         return outcome
 
@@ -384,9 +390,42 @@ class Pipeline:
             on_started(work, container)
         healthy = await self._wait_healthy(run, manifest, container)
         await self.runtime.keep_running(healthy.id)
-        url = await self._take_route(run, manifest, healthy)
-        await run.log.line(LogStream.SYSTEM, f"running at {url}" if url else "running")
-        return self._succeeded(work, healthy, run.commit or "", run.warnings, image, url)
+
+        async def switch() -> str:
+            url = await self._take_route(run, manifest, healthy)
+            await run.log.line(LogStream.SYSTEM, f"running at {url}" if url else "running")
+            return url
+
+        return await self._take_over(run, switch, healthy, run.commit or "", run.warnings, image)
+
+    async def _take_over(
+        self,
+        run: _Run,
+        switch: Callable[[], Awaitable[str]],
+        container: ContainerInfo,
+        commit: str,
+        warnings: list[str],
+        image: str,
+    ) -> WorkSucceeded:
+        """Take the app's route (``switch``, which returns the app's URL) and report the
+        success, while no other deployment of the app does either; the report sent.
+
+        The orchestrator makes current the deployment whose success it hears last. Were
+        the reports of two deployments to cross on their way out, the current one would be
+        a deployment whose route was taken since, and stopping the other (superseded by
+        it) would leave the app with no route at all.
+        """
+        takeover = self._takeovers[run.work.app]
+        if takeover.locked():
+            await run.log.line(
+                LogStream.SYSTEM,
+                f"waiting for another deployment of {run.work.app} to finish taking its route",
+            )
+        async with takeover:
+            url = await switch()
+            succeeded = self._succeeded(run.work, container, commit, warnings, image, url)
+            await self.send(succeeded)
+        return succeeded
 
     async def _already_running(
         self, run: _Run, existing: ContainerInfo, on_started: OnStarted | None
@@ -396,9 +435,10 @@ class Pipeline:
         await run.log.line(LogStream.SYSTEM, "already running and healthy; nothing to do")
         if on_started is not None:
             on_started(work, existing)
-        url = ""
-        if existing.host_port is not None:
-            url = self.routes.url(work.app)
+
+        async def switch() -> str:
+            if existing.host_port is None:
+                return ""
             try:
                 # Its first run may have ended before the switch (the node stopped).
                 await self.routes.take(existing)
@@ -406,9 +446,11 @@ class Pipeline:
                 # The container serves; removing it over a proxy hiccup would be worse. The
                 # node routes it again when it restarts.
                 await run.log.line(LogStream.SYSTEM, f"warning: cannot check its route: {e}")
+            return self.routes.url(work.app)
+
         commit = existing.labels.get(LABEL_COMMIT, "")
         image = existing.image or image_tag(work)
-        return self._succeeded(work, existing, commit, [], image, url)
+        return await self._take_over(run, switch, existing, commit, [], image)
 
     async def _reuse_image(self, run: _Run) -> tuple[str, Manifest] | None:
         """For a rollback: the image to run (tagged for this deployment) and its manifest,
