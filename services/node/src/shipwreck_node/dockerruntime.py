@@ -345,7 +345,11 @@ class DockerRuntime:
         def find() -> list[ContainerInfo]:
             labels: str | list[str] | bool = [f"{k}={v}" for k, v in query.labels.items()]
             filters = {"label": labels}
-            found = self._client.containers.list(all=not query.running_only, filters=filters)
+            # The SDK lists, then inspects each container: one removed in between (the work
+            # of another deployment ending) is not found, rather than failing the whole look-up.
+            found = self._client.containers.list(
+                all=not query.running_only, filters=filters, ignore_removed=True
+            )
             return [_info(c) for c in found]
 
         return await self._call(find)
