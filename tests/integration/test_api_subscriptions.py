@@ -273,3 +273,46 @@ async def _caught_up(received: list[int], count: int) -> None:
         if len(received) >= count:
             return
         await asyncio.sleep(0.02)
+
+
+# --- updates written straight to the sockets of many clients -------------------------------
+
+
+async def _until_complete(ws: ClientConnection) -> list[dict[str, Any]]:
+    """Every update until the operation's ``complete`` (which must come)."""
+    got = []
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        if message["type"] == "complete":
+            assert message == {"id": "1", "type": "complete"}
+            return got
+        assert message["type"] == "next", message
+        got.append(message["payload"]["data"]["deploymentUpdates"])
+
+
+async def test_many_clients_of_the_api_process_get_every_status_once_in_order_then_complete(
+    amqp_url: str, tmp_path: Path, orchestra: Orchestra
+) -> None:
+    # The api process serves websockets with its own protocol: once a client has caught up,
+    # its updates are written to its socket by the publish itself (shipwreck_api.direct).
+    d, relayed = deployment(Log(start=10_000), app="many", outcome=S.ERRORED)
+    building = _building(relayed)
+    with _api_process(amqp_url, tmp_path) as (_, url):
+        await orchestra.relay(relayed[:1])
+        clients = [await _subscribe(url, UPDATES, id=str(d)) for _ in range(50)]
+        firsts = [json.loads(await ws.recv()) for ws in clients]
+        await orchestra.relay(relayed[1:building])
+        # A late client resumes after the first status it had seen elsewhere.
+        late = await _subscribe(url, UPDATES, id=str(d), after=1)
+        await orchestra.relay(relayed[building:])
+        updates = await asyncio.gather(*(_until_complete(ws) for ws in [*clients, late]))
+        for ws in [*clients, late]:
+            await ws.close()
+    statuses = ["INITIALIZED", "SCHEDULED", "CLONING", "BUILDING", "ERRORED"]
+    assert {f["payload"]["data"]["deploymentUpdates"]["status"] for f in firsts} == {"REQUESTED"}
+    for got in updates[:-1]:
+        assert [u["status"] for u in got] == statuses
+        assert [u["sequence"] for u in got] == [2, 3, 4, 5, 6]
+    # The late one: what it missed, then live ones; nothing twice, nothing skipped.
+    assert [u["sequence"] for u in updates[-1]] == [2, 3, 4, 5, 6]
+    assert updates[-1][-1]["history"][-1] == {"status": "ERRORED"}

@@ -7,6 +7,7 @@ import sys
 import uvicorn
 
 from shipwreck_api.app import create_app
+from shipwreck_api.direct import FrameWebSocketProtocol
 from shipwreck_api.settings import ApiSettings
 from shipwreck_runtime import configure_logging, load_settings_or_exit
 
@@ -21,7 +22,8 @@ def main() -> int:
         host=settings.api_host,
         port=settings.api_port,
         log_config=None,
-        ws="websockets-sansio",
+        # uvicorn's "websockets-sansio", which also takes pre-framed updates (direct).
+        ws=FrameWebSocketProtocol,
         # Updates are small JSON frames sent to many subscribers: compressing each one for
         # each subscriber costs more CPU than the bytes it saves.
         ws_per_message_deflate=False,

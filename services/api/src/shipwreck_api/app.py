@@ -23,12 +23,14 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aiormq.exceptions import AMQPError
 from faststream.rabbit import RabbitBroker
 from litestar import Litestar, Request, Response, get, post
+from litestar.enums import ScopeType
 from litestar.types import Scope
 from strawberry.litestar import make_graphql_controller
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from shipwreck_api.auth import ADMIN, actor_of, bearer_guard, resolve_token
 from shipwreck_api.commands import Actions, CommandBus, RabbitCommandBus
+from shipwreck_api.direct import FrameTransportWSHandler, socket_of
 from shipwreck_api.fanout import encode_frame
 from shipwreck_api.live import LIVE_TAGS, Live
 from shipwreck_api.ordering import InOrder
@@ -195,7 +197,14 @@ def create_app(
     feed = UpdateFeed(settings.amqp_url, updates, on_update, on_reconnect=replay_again)
 
     async def context_getter(scope: Scope) -> dict[str, Any]:
-        return {"api": ApiContext(live=live, actions=actions, actor=actor_of(scope))}
+        context = ApiContext(
+            live=live,
+            actions=actions,
+            actor=actor_of(scope),
+            # Served by direct.FrameWebSocketProtocol: updates go straight to the socket.
+            socket=socket_of(scope) if scope["type"] == ScopeType.WEBSOCKET else None,
+        )
+        return {"api": context}
 
     graphql = make_graphql_controller(
         schema,
@@ -208,6 +217,7 @@ def create_app(
 
     class GraphQL(graphql):  # type: ignore[misc, valid-type]
         guards = [bearer_guard({token: ADMIN})]
+        graphql_transport_ws_handler_class = FrameTransportWSHandler
 
         def encode_json(self, data: object) -> str | bytes:
             # A subscription update shared by many subscribers is encoded once (fanout).

@@ -5,17 +5,28 @@ its GraphQL subscribers, instead of running a query per subscriber. Each subscri
 own bounded queue, so a slow one never blocks the others: depending on the broadcaster, it
 loses its oldest items (status updates: the latest state is what matters) or is
 disconnected (log lines: a silent gap would mislead). Everything runs on one event loop.
+
+A subscriber that has caught up can also hand its subscription over to a :class:`Direct`
+deliverer (:meth:`Subscription.hand_over`): ``publish`` then gives it each item at once,
+synchronously, instead of queueing the item and waking the subscriber's task. That is how
+an update reaches thousands of websockets in one loop (``shipwreck_api.direct``); the
+deliverer gives the subscription back whenever it cannot take an item, and the item is
+queued as usual.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 from collections.abc import Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
+
+log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
+T_contra = TypeVar("T_contra", contravariant=True)
 
 
 class Overflow(enum.Enum):
@@ -23,6 +34,27 @@ class Overflow(enum.Enum):
 
     DROP_OLDEST = "drop-oldest"
     DISCONNECT = "disconnect"
+
+
+class Delivery(enum.Enum):
+    """What a :class:`Direct` deliverer did with one item."""
+
+    SENT = "sent"
+    SKIPPED = "skipped"
+    """Nothing to send for it (already seen, no change); the deliverer keeps the subscription."""
+    ENDED = "ended"
+    """Sent, and it was the last item of the stream."""
+    LEFT = "left"
+    """Not taken: the subscription goes back to its queue, with the item in it."""
+
+
+class Direct(Protocol[T_contra]):
+    """Takes a subscription's items as they are published, without its queue."""
+
+    def deliver(self, item: T_contra, shared: dict[Any, Any]) -> Delivery:
+        """Deliver ``item`` now. ``shared`` lives for one publish: what the deliverers of
+        its subscribers make once for all of them (an encoded frame) goes there."""
+        ...
 
 
 class SubscriberTooSlow(RuntimeError):
@@ -49,7 +81,43 @@ class Subscription(Generic[K, T]):
         self._queue: asyncio.Queue[T | _End] = asyncio.Queue(maxsize)
         self._error: BaseException | None = None
         self._ended = False
+        self._direct: Direct[T] | None = None
+        self._handed: asyncio.Future[bool] | None = None
         self.dropped = 0
+
+    @property
+    def pending(self) -> int:
+        """Items queued and not taken yet."""
+        return self._queue.qsize()
+
+    async def hand_over(self, direct: Direct[T]) -> bool:
+        """Let ``direct`` take the items published from now on, until it ends the stream
+        (True) or gives the subscription back (False: the item it did not take, and any
+        after it, are queued for :meth:`get`).
+
+        Only a subscriber with nothing pending may hand over: queued items come first.
+        """
+        if self._ended or self._queue.qsize():
+            return False
+        self._direct = direct
+        self._handed = asyncio.get_running_loop().create_future()
+        try:
+            return await self._handed
+        finally:
+            self._direct = None
+            self._handed = None
+
+    def _handed_back(self, outcome: Delivery, item: T) -> None:
+        # The deliverer ended the stream, or did not take ``item``.
+        self._give_back(ended=outcome is Delivery.ENDED)
+        if outcome is Delivery.LEFT:
+            self._queue.put_nowait(item)  # empty while handed over: there is room
+
+    def _give_back(self, *, ended: bool) -> None:
+        self._direct = None
+        handed, self._handed = self._handed, None
+        if handed is not None and not handed.done():
+            handed.set_result(ended)
 
     def offer(self, item: T, overflow: Overflow) -> None:
         """Queue ``item`` without waiting, applying the overflow policy when full."""
@@ -81,6 +149,8 @@ class Subscription(Generic[K, T]):
         if self._ended:
             return
         self._ended = True
+        # A handed-over subscriber waits on its deliverer: back to its queue, to the end.
+        self._give_back(ended=False)
         while self._queue.qsize() > (0 if discard_pending else self._queue.maxsize - 1):
             self._queue.get_nowait()  # make room for the end marker, oldest first
             self.dropped += 0 if discard_pending else 1
@@ -137,8 +207,23 @@ class Broadcaster(Generic[K, T]):
     def publish(self, key: K, item: T) -> int:
         """Offer ``item`` to every subscriber of ``key``; returns how many there were."""
         subscribers = self._subscribers.get(key, ())
+        shared: dict[Any, Any] = {}
+        # With thousands of subscribers handed over, this loop is the hot path of an update:
+        # one call per subscriber, which writes its frame, and nothing else.
         for subscription in tuple(subscribers):
-            subscription.offer(item, self.overflow)
+            direct = subscription._direct
+            if direct is None:
+                subscription.offer(item, self.overflow)
+                continue
+            try:
+                outcome = direct.deliver(item, shared)
+            except Exception:
+                # One subscriber's failure must not stop the publish for the others: its
+                # own task takes the item from its queue and meets the error there.
+                log.exception("direct delivery failed; the subscriber reads its queue again")
+                outcome = Delivery.LEFT
+            if outcome is not Delivery.SENT and outcome is not Delivery.SKIPPED:
+                subscription._handed_back(outcome, item)
         return len(subscribers)
 
     def keys(self) -> list[K]:

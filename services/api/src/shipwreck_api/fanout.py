@@ -10,6 +10,9 @@ this module makes the GraphQL side share the work too:
   the result is reused for every other subscriber of that update.
 - :func:`encode_frame` turns a graphql-transport-ws ``next`` message into JSON, encoding a
   shared result's payload once and only splicing each subscriber's operation id around it.
+- :func:`subscription_executor` gives a subscription's resolver the executor of its
+  operation, so that later events can be executed without the resolver's generator
+  (:mod:`shipwreck_api.direct`).
 
 Both caches are small and bounded (the latest updates only), and an entry holds its payload,
 so an object's identity is never confused with a later object's reused ``id()``.
@@ -20,11 +23,12 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgspec
-from graphql import ExecutionResult, FieldNode, Visitor, visit
+from graphql import ExecutionResult, FieldNode, OperationType, Visitor, visit
 from graphql.language import Node, VariableNode
 from graphql.pyutils import RefMap
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
@@ -131,11 +135,33 @@ def _variables(nodes: list[Node]) -> set[str]:
     return visitor.names
 
 
+_SUBSCRIPTION: ContextVar[SharedResultExecutor | None] = ContextVar(
+    "shipwreck_subscription_executor", default=None
+)
+
+
+def subscription_executor() -> SharedResultExecutor | None:
+    """The executor of the subscription operation this task runs, if any."""
+    return _SUBSCRIPTION.get()
+
+
 class SharedResultExecutor(StrawberryGraphQLCoreExecutionContext):
     """graphql-core's executor, sharing the execution of one update among subscribers."""
 
     _fanout_signature: Hashable | None
     _fanout_key: tuple[object, Hashable] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.operation.operation is OperationType.SUBSCRIPTION:
+            # Built in the operation's own task, before its resolver's generator first
+            # runs (in the same task): the resolver finds its executor here. Per-event
+            # executors are copies and do not pass through __init__.
+            _SUBSCRIPTION.set(self)
+
+    def selection_signature(self) -> Hashable | None:
+        """What an event's result depends on besides the event (None: not comparable)."""
+        return self._signature()
 
     def build_per_event_executor(self, payload: Any) -> Any:
         """The executor of one subscription event, which knows whether it can be shared;
@@ -212,4 +238,17 @@ def encode_frame(message: Mapping[str, Any]) -> str | None:
     frame = RESULTS.frame(payload["data"])
     if frame is None:
         return None
-    return f'{{"id":{json.dumps(message["id"])},"type":"next","payload":{frame}}}'
+    return _next_message(message["id"], frame)
+
+
+def encode_next(operation_id: str, data: object) -> str:
+    """The graphql-transport-ws ``next`` message of one result's ``data``, as JSON (a
+    shared result's payload is encoded once)."""
+    frame = RESULTS.frame(data)
+    if frame is None:
+        frame = msgspec.json.encode({"data": data}).decode()
+    return _next_message(operation_id, frame)
+
+
+def _next_message(operation_id: object, payload: str) -> str:
+    return f'{{"id":{json.dumps(operation_id)},"type":"next","payload":{payload}}}'

@@ -13,6 +13,11 @@ folded) and log lines an ``(attempt, sequence)``; a subscriber that says what it
 gets what came after, computed from the stored events and the log buffer. The same
 mechanism fills the gap when a subscriber fell so far behind that its bounded queue dropped
 items: nobody blocks anybody, memory stays bounded, and nothing is skipped silently.
+
+A subscriber given a :class:`Sink` (its websocket, :mod:`shipwreck_api.direct`) hands its
+subscription over to it whenever it has caught up: updates are then written by the
+publish itself, with the same rules as the generator's loop (the ``_Direct*`` classes
+below), and the generator takes over again for what the sink cannot take and at the end.
 """
 
 from __future__ import annotations
@@ -24,11 +29,11 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
-from shipwreck_api.broadcast import Broadcaster, Overflow, Subscription
+from shipwreck_api.broadcast import Broadcaster, Delivery, Overflow, Subscription
 from shipwreck_api.errors import NotFound
 from shipwreck_api.ledger import Ledger
 from shipwreck_api.readmodel import (
@@ -68,6 +73,7 @@ from shipwreck_messaging import ORIGIN_HEADER, POSITION_HEADER
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+T_contra = TypeVar("T_contra", contravariant=True)
 
 TRACKED_TAGS = tuple(
     tag_of(cls)
@@ -98,6 +104,72 @@ LIVE_TAGS = (
 
 LogItem = LogLine | DeploymentRecord
 """What a log subscriber receives: a line, or the deployment when its status changes."""
+
+
+class Sink(Protocol[T_contra]):
+    """Where a subscriber's items can be sent without its generator (its websocket)."""
+
+    def send(self, item: T_contra, shared: dict[Any, Any]) -> bool:
+        """Send ``item`` now; False if it cannot, and the generator must send it."""
+        ...
+
+
+class _DirectStatusChanges:
+    """:meth:`Live.deployment_updates`'s loop, for items published while handed over."""
+
+    __slots__ = ("last_status", "seen", "sink")
+
+    def __init__(
+        self, sink: Sink[DeploymentRecord], seen: int, last_status: DeploymentStatus
+    ) -> None:
+        self.sink = sink
+        self.seen = seen
+        self.last_status = last_status
+
+    def deliver(self, item: DeploymentRecord, shared: dict[Any, Any]) -> Delivery:
+        if item.sequence <= self.seen:
+            return Delivery.SKIPPED  # already seen, or the model is being rebuilt below it
+        if item.status == self.last_status:
+            self.seen = item.sequence
+            return Delivery.SKIPPED
+        if not self.sink.send(item, shared):
+            return Delivery.LEFT
+        self.seen, self.last_status = item.sequence, item.status
+        return Delivery.ENDED if item.status.is_terminal else Delivery.SENT
+
+
+class _DirectLogLines:
+    """:meth:`Live.deployment_logs`'s loop, for items published while handed over."""
+
+    __slots__ = ("cursor", "sink")
+
+    def __init__(self, sink: Sink[LogLine], cursor: LogKey | None) -> None:
+        self.sink = sink
+        self.cursor = cursor
+
+    def deliver(self, item: LogItem, shared: dict[Any, Any]) -> Delivery:
+        if isinstance(item, LogLine):
+            key = log_key(item)
+            if self.cursor is not None and key <= self.cursor:
+                return Delivery.SKIPPED
+            if not self.sink.send(item, shared):
+                return Delivery.LEFT
+            self.cursor = key
+            return Delivery.SENT
+        # A terminal status starts the generator's grace period for late lines.
+        return Delivery.LEFT if item.status.is_terminal else Delivery.SKIPPED
+
+
+class _DirectEvery:
+    """:meth:`Live.app_updates`'s loop (every item), for items published while handed over."""
+
+    __slots__ = ("sink",)
+
+    def __init__(self, sink: Sink[AppRecord]) -> None:
+        self.sink = sink
+
+    def deliver(self, item: AppRecord, shared: dict[Any, Any]) -> Delivery:
+        return Delivery.SENT if self.sink.send(item, shared) else Delivery.LEFT
 
 
 @dataclass
@@ -426,13 +498,18 @@ class Live:
     # -- subscriptions ---------------------------------------------------------------------------
 
     async def deployment_updates(
-        self, deployment_id: uuid.UUID, after: int | None = None
+        self,
+        deployment_id: uuid.UUID,
+        after: int | None = None,
+        *,
+        sink: Sink[DeploymentRecord] | None = None,
     ) -> AsyncIterator[DeploymentRecord]:
         """The deployment once per status change; ends after a terminal status.
 
         Without ``after``: the deployment now, then each change. With ``after``: each status
         change after the deployment's ``sequence`` ``after``, in order (what a client that
         saw it up to there missed), then live ones; nothing it has seen is sent again.
+        With ``sink``: whatever it sends, caught up, is not yielded.
         """
         with self.updates.subscribe(deployment_id) as subscription:
             dropped = 0  # what its queue lost, even while the client was reading a yield
@@ -453,6 +530,19 @@ class Live:
                         seen, last_status = state.sequence, state.status
                     seen = max(seen, record.sequence)
             while last_status is None or not last_status.is_terminal:
+                if (
+                    sink is not None
+                    and last_status is not None
+                    and not subscription.pending
+                    and subscription.dropped == dropped
+                ):
+                    # Caught up: what the client was sent by the yields is on its socket
+                    # (strawberry resumes this generator only after sending), so the sink
+                    # may write the next ones, in order, until it cannot or the end.
+                    direct = _DirectStatusChanges(sink, seen, last_status)
+                    await subscription.hand_over(direct)
+                    seen, last_status = direct.seen, direct.last_status
+                    continue
                 item = await subscription.get()
                 if last_status is None:
                     # Resuming beyond what this process had folded: wait until it has.
@@ -477,12 +567,15 @@ class Live:
         deployment_id: uuid.UUID,
         after: int | None = None,
         attempt: int | None = None,
+        *,
+        sink: Sink[LogLine] | None = None,
     ) -> AsyncIterator[LogLine]:
         """The lines kept so far, then live ones; ends shortly after a terminal status.
 
         With ``after`` (and ``attempt``, default 1): only the lines after line ``after`` of
         that attempt, so a client that reconnects gets exactly what it missed. Lines rotated
-        out of the buffer are announced by one SYSTEM line saying how many.
+        out of the buffer are announced by one SYSTEM line saying how many. With ``sink``:
+        whatever it sends, caught up, is not yielded.
         """
         cursor: LogKey | None = None if after is None else (attempt or 1, after)
         with self.logs.subscribe(deployment_id) as subscription:
@@ -503,6 +596,17 @@ class Live:
             loop = asyncio.get_running_loop()
             dropped = 0  # what its queue lost, even while the client was reading the backlog
             while True:
+                if (
+                    sink is not None
+                    and deadline is None
+                    and not subscription.pending
+                    and subscription.dropped == dropped
+                ):
+                    # Caught up (see deployment_updates); handed back at a terminal status,
+                    # whose grace period for late lines this loop keeps.
+                    direct = _DirectLogLines(sink, cursor)
+                    await subscription.hand_over(direct)
+                    cursor = direct.cursor
                 timeout = None if deadline is None else deadline - loop.time()
                 if timeout is not None and timeout <= 0:
                     return
@@ -528,15 +632,20 @@ class Live:
                     # the last lines may arrive just after it.
                     deadline = loop.time() + self.log_grace
 
-    async def app_updates(self, name: str) -> AsyncIterator[AppRecord]:
+    async def app_updates(
+        self, name: str, *, sink: Sink[AppRecord] | None = None
+    ) -> AsyncIterator[AppRecord]:
         """The app now, then again each time one of its deployments changes status (or its
-        watch setting changes). Never ends by itself."""
+        watch setting changes). Never ends by itself. With ``sink``: whatever it sends,
+        caught up, is not yielded."""
         with self.apps.subscribe(name) as subscription:
             record = self.model.app(name)
             if record is None:
                 record = await self._first(subscription, f"no app named {name!r}")
             yield record
             while True:
+                if sink is not None and not subscription.pending:
+                    await subscription.hand_over(_DirectEvery(sink))  # see deployment_updates
                 yield await subscription.get()
 
     async def _first(self, subscription: Subscription[Any, T], missing: object) -> T:

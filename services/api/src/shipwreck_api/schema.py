@@ -20,7 +20,7 @@ from graphql import GraphQLError
 from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.types import ExecutionContext, Info
 
-from shipwreck_api import readmodel
+from shipwreck_api import direct, readmodel
 from shipwreck_api.commands import Actions
 from shipwreck_api.errors import ApiError, Refused
 from shipwreck_api.fanout import SharedResultExecutor
@@ -55,6 +55,8 @@ class ApiContext:
     live: Live
     actions: Actions
     actor: str
+    socket: direct.FrameSocket | None = None
+    """The websocket of a subscription, when updates can be written to it directly."""
 
 
 def _ctx(info: Info[Any, Any]) -> ApiContext:
@@ -786,7 +788,9 @@ class Subscription:
         self, info: Info[Any, Any], id: strawberry.ID, after: int | None = strawberry.UNSET
     ) -> AsyncGenerator[Deployment, None]:
         resume = None if after is strawberry.UNSET else after
-        async for record in _ctx(info).live.deployment_updates(_uuid(id), after=resume):
+        context = _ctx(info)
+        sink = direct.sink(context.socket, _deployment)
+        async for record in context.live.deployment_updates(_uuid(id), after=resume, sink=sink):
             yield Deployment(record=record)
 
     @strawberry.subscription(
@@ -805,7 +809,11 @@ class Subscription:
     ) -> AsyncGenerator[LogLine, None]:
         resume = None if after is strawberry.UNSET else after
         of = None if attempt is strawberry.UNSET else attempt
-        async for line in _ctx(info).live.deployment_logs(_uuid(id), after=resume, attempt=of):
+        context = _ctx(info)
+        sink = direct.sink(context.socket, _log_line)
+        async for line in context.live.deployment_logs(
+            _uuid(id), after=resume, attempt=of, sink=sink
+        ):
             yield LogLine(line=line)
 
     @strawberry.subscription(
@@ -815,8 +823,23 @@ class Subscription:
         )
     )
     async def app_updates(self, info: Info[Any, Any], name: str) -> AsyncGenerator[App, None]:
-        async for record in _ctx(info).live.app_updates(name):
+        context = _ctx(info)
+        sink = direct.sink(context.socket, _app)
+        async for record in context.live.app_updates(name, sink=sink):
             yield App(record=record)
+
+
+# What each subscription yields, made from a record by a sink too (the same event payload).
+def _deployment(record: DeploymentRecord) -> Deployment:
+    return Deployment(record=record)
+
+
+def _log_line(line: _LogLine) -> LogLine:
+    return LogLine(line=line)
+
+
+def _app(record: AppRecord) -> App:
+    return App(record=record)
 
 
 class ShipwreckSchema(strawberry.Schema):
