@@ -258,9 +258,10 @@ async def _ready(http: httpx.AsyncClient) -> None:
 # --- the update queue's connection drops ------------------------------------------------------
 
 
-def _close_feed_connection(vhost: str) -> None:
-    """Close the api's update-queue connection from RabbitMQ's side (a broker restart, a
-    network cut): its exclusive queue goes with it."""
+def _close_feed_connection(vhost: str, queue: str) -> None:
+    """Close the connection of the api's update queue ``queue`` from RabbitMQ's side (a
+    broker restart, a network cut): its exclusive queue goes with it. Other apis of
+    earlier tests may still be closing their own connections on the same vhost."""
     listing = subprocess.run(
         ["rabbitmqctl", "-q", "list_connections", "-p", vhost, "pid", "client_properties"],
         check=True,
@@ -268,7 +269,7 @@ def _close_feed_connection(vhost: str) -> None:
         text=True,
         timeout=60,
     ).stdout
-    pids = [line.split("\t")[0] for line in listing.splitlines() if "api api.updates." in line]
+    pids = [line.split("\t")[0] for line in listing.splitlines() if f"api {queue}" in line]
     assert len(pids) == 1, listing
     subprocess.run(
         ["rabbitmqctl", "-q", "close_connection", pids[0], "test: connection cut"],
@@ -291,7 +292,7 @@ async def test_after_its_connection_drops_the_api_asks_for_a_replay_of_what_it_m
         await eventually(
             client, "{ readModel { rebuilding } }", lambda d: not d["readModel"]["rebuilding"]
         )
-        _close_feed_connection(urlsplit(amqp_url).path.lstrip("/"))
+        _close_feed_connection(urlsplit(amqp_url).path.lstrip("/"), first.reply_to)
         await orchestra.relay(s.relayed[half:])  # published while the api's queue is gone
         again = await asyncio.wait_for(replays.next_request(), 30)
         assert isinstance(again, ReplayRequested)
