@@ -163,15 +163,15 @@ class WatcherService:
                 reason = f"commit pinned by a rollback ({held})"
                 delivery.reject(reason, branch, sorted({a for p in matching for a in p.apps}), now)
                 return [delivery]
-            changed: list[Any] = [delivery]
-            new = False
+            moved: list[WatchedRepo] = []
             for pair in matching:
                 if pair.observe(msg.commit, Trigger.WEBHOOK, msg.delivery_id, now):
-                    new = True
-                    changed.append(pair)
+                    moved.append(pair)
                     observed.append((pair.repo_url, pair.branch, msg.commit))
-            delivery.accept(branch, sorted({a for p in matching for a in p.apps}), new, now)
-            return changed
+            delivery.accept(branch, sorted({a for p in matching for a in p.apps}), bool(moved), now)
+            # The moved branches first: their repo.changed is then the first message the relay
+            # sends (the delivery's ledger entry follows, from the same transaction).
+            return [*moved, delivery]
 
         recorded = process_once(self.app, tracking, decide)
         for url, branch, commit in observed:
