@@ -10,10 +10,15 @@ many apps never starves the short calls of threads.
 Two API clients: one with a bounded timeout for request/response calls, one without a
 practical timeout for streams, because a build step or an app can be silent for minutes and
 the SDK's default 60 s read timeout would silently end the stream.
+
+A call that creates a container is never abandoned half-way: when the calling task is
+cancelled (CancelWork), the cancellation goes on once the call has returned, so that the
+clean-up after it finds the container (see `run_to_completion`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import threading
@@ -237,7 +242,7 @@ class DockerRuntime:
 
     async def run_to_exit(self, spec: RunSpec, *, on_output: OutputCallback) -> int:
         """Run a one-off container until it exits; its exit code. It is always removed."""
-        container = await self._call(lambda: self._run(spec))
+        container = await self._create(lambda: self._run(spec))
         try:
             await self.follow(container.id or "", on_output)
             result = await self._call(lambda: container.wait())
@@ -254,7 +259,7 @@ class DockerRuntime:
             container.reload()  # ports are known only once the container runs
             return _info(container)
 
-        return await self._call(start)
+        return await self._create(start)
 
     async def keep_running(self, container_id: str) -> None:
         """From now on, Docker restarts the container if it dies (and after a reboot)."""
@@ -422,6 +427,10 @@ class DockerRuntime:
             security_opt=["no-new-privileges"],
         )
 
+    async def _create(self, fn: Callable[[], T]) -> T:
+        """`_call` for a call that creates a container: see `run_to_completion`."""
+        return await run_to_completion(lambda: self._call(fn))
+
     async def _call(self, fn: Callable[[], T]) -> T:
         """Run a blocking SDK call in a thread, turning SDK errors into `RuntimeFailure`."""
         try:
@@ -472,6 +481,24 @@ class DockerRuntime:
 def _close_quietly(stream: _Closable) -> None:
     with contextlib.suppress(OSError):  # already closed by the other side
         stream.close()
+
+
+async def run_to_completion(call: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Await ``call()``; should the caller be cancelled meanwhile, the cancellation goes on
+    only once ``call()`` has ended (its outcome is dropped).
+
+    Cancelling an asyncio task abandons the thread of its ``anyio.to_thread`` call, even in
+    a shielded scope: a container being created would appear after the cancelled work's
+    clean-up had looked for it, and run on, owned by nobody.
+    """
+    task = asyncio.ensure_future(call())
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()  # looked at: the caller gets its cancellation, not this
+        raise
 
 
 def _info(container: Container) -> ContainerInfo:
