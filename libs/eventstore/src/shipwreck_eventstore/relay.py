@@ -101,6 +101,8 @@ class OutboxRelay:
         # Bounded: past the limit the store is read instead (a broker outage, say).
         self._fresh: dict[int, Notification] = {}
         self._fresh_limit = 10 * batch_size
+        # Done when the batch being published now is confirmed (or has failed).
+        self._in_flight: asyncio.Future[None] | None = None
 
     async def position(self) -> int:
         """The last notification id whose message is known to be published (0 if none).
@@ -168,6 +170,11 @@ class OutboxRelay:
         published, so a replay never announces an event before its live publication.
         """
         last = max(after_position, 0)
+        if self._in_flight is not None:
+            # A batch is on its way, maybe routed before the reader's queue existed: wait
+            # for its confirm, so the replay includes it. (If it fails, it is published
+            # again later, and then the reader's queue gets it live.)
+            await asyncio.shield(self._in_flight)
         published_up_to = await self.position()
         while last < published_up_to:
             notifications = await self._select(last + 1, stop=published_up_to)
@@ -239,8 +246,13 @@ class OutboxRelay:
                 try:
                     notifications, more = await self._next_batch()
                     if notifications:
-                        await self._publish(notifications)
-                        self._published(notifications[-1].id)
+                        self._in_flight = asyncio.get_running_loop().create_future()
+                        try:
+                            await self._publish(notifications)
+                            self._published(notifications[-1].id)
+                        finally:
+                            self._in_flight.set_result(None)
+                            self._in_flight = None
                 except Exception:
                     # Broker or database down: keep the position, try again shortly.
                     log.exception("outbox relay for %s failed; retrying", self.app.name)
