@@ -8,6 +8,10 @@
    memory per idle subscriber. The clients are a minimal websocket implementation on raw
    asyncio protocols that timestamp each read as it happens, so that their own cost adds as
    little as possible to what is measured.
+   Beside it, the floor: the same number of sockets and the same client, and a server that
+   does nothing but write one pre-encoded frame to each socket in one loop (what the api's
+   publish comes down to for a caught-up subscriber): how long that loop takes, and how
+   much of it is the kernel's.
 2. Time travel: ``state(at)`` over a read model of 1,000,000 stored events, generated in
    memory and applied to the read model directly.
 
@@ -36,6 +40,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import cast
 
 import aio_pika
 import httpx
@@ -68,6 +73,17 @@ TOKEN = "bench-token"
 SUBSCRIBERS = int(os.environ.get("BENCH_SUBSCRIBERS", "5000"))
 EVENTS = int(os.environ.get("BENCH_STATE_EVENTS", "1000000"))
 NODE = uuid.UUID("00000000-0000-4000-8000-0000000000be")
+# The api (or the floor's server) on one core, the clients on another (BENCH_PIN=0: wherever
+# the scheduler puts them). Unpinned on loopback, the kernel tends to wake the clients on
+# the api's core (the sender of each frame wakes its reader), and the two take turns on
+# one core while the other idles; a client elsewhere on the network would not.
+PIN = os.environ.get("BENCH_PIN", "1") != "0" and len(os.sched_getaffinity(0)) >= 2
+SERVER_CPU, CLIENTS_CPU = sorted(os.sched_getaffinity(0))[:2] if PIN else (None, None)
+
+
+def _pin(cpu: int | None) -> None:
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
 
 
 def _report(name: str, **figures: object) -> None:
@@ -180,6 +196,7 @@ class _Subscriber(asyncio.Protocol):
 
 def subscribers_main(pipe: Connection, port: int, deployment_id: str, count: int) -> None:
     """The client process: ``count`` subscribers; says "ready", then reports what it got."""
+    _pin(CLIENTS_CPU)
     asyncio.run(_subscribers(pipe, port, deployment_id, count))
 
 
@@ -250,9 +267,11 @@ def _rss_kib(pid: int) -> int:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
-def _cpu_seconds(pid: int) -> float:
+def _cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def _lifecycle(d: uuid.UUID, at: datetime) -> list[Message]:
@@ -301,6 +320,8 @@ def _start_api(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # Before the interpreter starts, so every thread of the api inherits it.
+            preexec_fn=(lambda: _pin(SERVER_CPU)) if PIN else None,
         )
 
 
@@ -370,14 +391,18 @@ async def _fan_out(amqp_url: str, tmp_path: Path) -> None:
         subscribed_kib = _rss_kib(api.pid)
 
         published: dict[str, float] = {}
-        cpu: dict[str, float] = {}
+        user: dict[str, float] = {}
+        system: dict[str, float] = {}
+        load = os.getloadavg()
         for position, message in enumerate(steps[1:], start=2):
             status = _status_of(message)
-            before = _cpu_seconds(api.pid)
+            user_before, system_before = _cpu_seconds(api.pid)
             published[status] = time.time()
             await relay(position, message)
             await asyncio.sleep(3)  # all of it arrives well within this
-            cpu[status] = _cpu_seconds(api.pid) - before
+            user_after, system_after = _cpu_seconds(api.pid)
+            user[status] = user_after - user_before
+            system[status] = system_after - system_before
         parent.send("collect")
         kind, results = await asyncio.wait_for(loop.run_in_executor(None, parent.recv), 600)
         assert kind == "results"
@@ -409,6 +434,7 @@ async def _fan_out(amqp_url: str, tmp_path: Path) -> None:
     _report(
         "subscription-fan-out",
         subscribers=SUBSCRIBERS,
+        pinned=PIN,
         updates=len(published),
         received=len(latencies),
         expected=expected,
@@ -418,13 +444,142 @@ async def _fan_out(amqp_url: str, tmp_path: Path) -> None:
         latency_ms_p99=round(_percentile(latencies, 99), 1),
         latency_ms_max=round(max(latencies), 1),
         p99_ms_per_update=per_update,
-        api_cpu_s_per_update=round(statistics.mean(cpu.values()), 3),
+        # Over the 3 s after each publish: the update, and uvicorn's keep-alive pings.
+        api_cpu_s_per_update=round(
+            statistics.mean(user.values()) + statistics.mean(system.values()), 3
+        ),
+        api_user_s_per_update=round(statistics.mean(user.values()), 3),
+        api_system_s_per_update=round(statistics.mean(system.values()), 3),
+        loadavg_before_updates=[round(x, 2) for x in load],
         api_rss_idle_mib=round(idle_kib / 1024, 1),
         api_rss_subscribed_mib=round(subscribed_kib / 1024, 1),
         kib_per_idle_subscriber=round((subscribed_kib - idle_kib) / SUBSCRIBERS, 1),
     )
     assert len(latencies) == expected
     assert in_order
+
+
+# --- the floor: one pre-encoded frame written to every socket in one loop ----------------------
+
+# The size of the benchmark's update frames (deploymentUpdates { id status sequence }).
+_FLOOR_MESSAGE = b'{"id":"1","type":"next","payload":{"data":"' + b"x" * 82 + b'"}}'
+_FLOOR_FRAME = b"\x81\x7e" + len(_FLOOR_MESSAGE).to_bytes(2, "big") + _FLOOR_MESSAGE
+_FLOOR_ROUNDS = 6
+
+
+class _Reader(asyncio.Protocol):
+    """Keeps the time of every read, as the subscribers above do."""
+
+    def __init__(self) -> None:
+        self.reads: list[float] = []
+
+    def data_received(self, data: bytes) -> None:
+        self.reads.append(time.time())
+
+
+def floor_clients_main(pipe: Connection, port: int, count: int) -> None:
+    """The client process of the floor: ``count`` sockets; says "ready", then reports."""
+    _pin(CLIENTS_CPU)
+    asyncio.run(_floor_clients(pipe, port, count))
+
+
+async def _floor_clients(pipe: Connection, port: int, count: int) -> None:
+    loop = asyncio.get_running_loop()
+    readers = [_Reader() for _ in range(count)]
+    for reader in readers:
+        await loop.create_connection(lambda r=reader: r, "127.0.0.1", port)
+    pipe.send("ready")
+    await loop.run_in_executor(None, pipe.recv)  # "collect"
+    pipe.send([reader.reads for reader in readers])
+
+
+def floor_server_main(pipe: Connection, count: int) -> None:
+    """The server process of the floor, on uvloop as the api is."""
+    _pin(SERVER_CPU)
+    import uvloop
+
+    uvloop.run(_floor_server(pipe, count))
+
+
+async def _floor_server(pipe: Connection, count: int) -> None:
+    import resource
+
+    loop = asyncio.get_running_loop()
+    transports: list[asyncio.Transport] = []
+
+    class Accepted(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            # uvloop's transports are not asyncio.Transport subclasses, but write the same.
+            transports.append(cast(asyncio.Transport, transport))
+
+    server = await loop.create_server(Accepted, "127.0.0.1", 0, backlog=4096)
+    pipe.send(server.sockets[0].getsockname()[1])
+    await loop.run_in_executor(None, pipe.recv)  # "go": every client is connected
+    assert len(transports) == count
+    rounds = []
+    for _ in range(_FLOOR_ROUNDS):
+        before = resource.getrusage(resource.RUSAGE_THREAD)
+        started, clock = time.time(), time.perf_counter()
+        for transport in transports:
+            transport.write(_FLOOR_FRAME)
+        wall = time.perf_counter() - clock
+        after = resource.getrusage(resource.RUSAGE_THREAD)
+        rounds.append(
+            (started, wall, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime)
+        )
+        await asyncio.sleep(1)
+    pipe.send(rounds)
+    server.close()
+
+
+def test_floor_one_frame_written_to_5000_sockets_in_one_loop() -> None:
+    spawn = multiprocessing.get_context("spawn")
+    server_pipe, server_end = spawn.Pipe()
+    client_pipe, client_end = spawn.Pipe()
+    server = spawn.Process(target=floor_server_main, args=(server_end, SUBSCRIBERS), daemon=True)
+    server.start()
+    clients: multiprocessing.process.BaseProcess | None = None
+    try:
+        port = server_pipe.recv()
+        clients = spawn.Process(
+            target=floor_clients_main, args=(client_end, port, SUBSCRIBERS), daemon=True
+        )
+        clients.start()
+        assert client_pipe.poll(300)
+        assert client_pipe.recv() == "ready"
+        time.sleep(1)
+        load = os.getloadavg()
+        server_pipe.send("go")
+        assert server_pipe.poll(300)
+        rounds = server_pipe.recv()
+        client_pipe.send("collect")
+        assert client_pipe.poll(300)
+        reads: list[list[float]] = client_pipe.recv()
+    finally:
+        for process in (server, clients):
+            if process is not None:
+                process.terminate()
+                process.join(10)
+    assert all(len(r) == _FLOOR_ROUNDS for r in reads)  # one read per frame and socket
+    latencies = [
+        (socket_reads[i] - started) * 1000
+        for socket_reads in reads
+        for i, (started, *_) in enumerate(rounds)
+    ]
+    _report(
+        "subscription-fan-out-floor",
+        sockets=SUBSCRIBERS,
+        pinned=PIN,
+        frame_bytes=len(_FLOOR_FRAME),
+        rounds=_FLOOR_ROUNDS,
+        loadavg_before=[round(x, 2) for x in load],
+        loop_ms=[round(wall * 1000, 1) for _, wall, _, _ in rounds],
+        loop_user_ms=[round(u * 1000, 1) for _, _, u, _ in rounds],
+        loop_system_ms=[round(s * 1000, 1) for _, _, _, s in rounds],
+        latency_ms_p50=round(_percentile(latencies, 50), 1),
+        latency_ms_p99=round(_percentile(latencies, 99), 1),
+        latency_ms_max=round(max(latencies), 1),
+    )
 
 
 def _status_of(message: Message) -> str:

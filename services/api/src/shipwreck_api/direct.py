@@ -27,9 +27,10 @@ ASGI server), no socket is offered and every update takes the usual way.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from contextvars import ContextVar
 from typing import Any, Generic, Protocol, TypeVar
+from weakref import WeakValueDictionary
 
 from graphql import ExecutionResult
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
@@ -134,6 +135,25 @@ class FrameTransportWSHandler(BaseGraphQLTransportWSHandler[Context, RootValue])
         await super().run_operation(operation)
 
 
+class _Group:
+    """Stands for one (selection, operation id): a cheap key, hashed by identity, for the
+    per-update loop (hashing the selection's signature for each subscriber is not)."""
+
+    __slots__ = ("__weakref__",)
+
+
+# Each sink holds its group: an entry lives as long as one subscriber of the group.
+_GROUPS: WeakValueDictionary[Hashable, _Group] = WeakValueDictionary()
+
+
+def _group(signature: Hashable, operation_id: str) -> _Group:
+    key = (signature, operation_id)
+    group = _GROUPS.get(key)
+    if group is None:
+        group = _GROUPS[key] = _Group()
+    return group
+
+
 class SocketSink(Generic[T]):
     """One subscription's websocket, written to without going through its generator.
 
@@ -143,7 +163,7 @@ class SocketSink(Generic[T]):
     bytes from the publish's ``shared`` scratch.
     """
 
-    __slots__ = ("_executor", "_operation", "_socket", "_wrap", "group")
+    __slots__ = ("_executor", "_operation", "_wrap", "_write", "group")
 
     def __init__(
         self,
@@ -152,20 +172,22 @@ class SocketSink(Generic[T]):
         executor: SharedResultExecutor,
         wrap: Callable[[T], object],
     ) -> None:
-        self._socket = socket
+        self._write = socket.write_frame
         self._operation = operation_id
         self._executor = executor
         self._wrap = wrap
         signature = executor.selection_signature()
         # A selection the executor cannot compare with others is a group of its own.
-        self.group: object = (signature, operation_id) if signature is not None else object()
+        self.group = _Group() if signature is None else _group(signature, operation_id)
 
     def send(self, item: T, shared: dict[Any, Any]) -> bool:
         """Write ``item``'s ``next`` frame; False if it must take the usual way."""
         frame: bytes | None = shared.get(self.group)
         if frame is None:
             frame = shared[self.group] = self._frame(item)
-        return bool(frame) and self._socket.write_frame(frame)
+        if not frame:
+            return False
+        return self._write(frame)
 
     def _frame(self, item: T) -> bytes:
         # Exactly what graphql-core does for each event of the subscription (and the
