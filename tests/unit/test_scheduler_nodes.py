@@ -6,8 +6,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from shipwreck_contracts import NodeHeartbeat, NodeRegistered
-from shipwreck_scheduler.nodes import NodeTable
+from shipwreck_scheduler.nodes import NodeTable, ProbeSchedule
 from shipwreck_scheduler.registry import KnownNode
+from shipwreck_scheduler.settings import SchedulerSettings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NODE = uuid.uuid4()
@@ -154,3 +155,33 @@ def test_a_lost_node_that_registers_again_restarted_and_is_not_lost_any_more() -
     # Its registration gets it its assignment; its heartbeats announce nothing more.
     assert NODE not in table.lost
     assert table.returning(_beat(T0 + timedelta(seconds=30))) is None
+
+
+def test_the_probe_goes_at_most_once_a_second_however_often_liveness_is_checked() -> None:
+    probes = ProbeSchedule()
+    quarter = timedelta(seconds=0.25)
+    sent = [k for k in range(40) if probes.due(T0 + k * quarter)]  # 10 s of rounds
+    assert sent == [0, 4, 8, 12, 16, 20, 24, 28, 32, 36]
+    slow = ProbeSchedule()
+    assert all(slow.due(T0 + k * timedelta(seconds=1.5)) for k in range(5))
+
+
+def test_by_default_a_silent_node_is_lost_within_a_quarter_second_of_its_timeout() -> None:
+    settings = SchedulerSettings()
+    timeout = timedelta(seconds=settings.node_timeout_seconds)
+    check = timedelta(seconds=settings.liveness_check_seconds)
+    deaf = timedelta(seconds=settings.deaf_after_seconds)
+    for offset in (0.0, 0.1, 0.2, 0.3):  # where the last heartbeat falls between two rounds
+        table, probes = NodeTable(), ProbeSchedule()
+        last = T0 + timedelta(seconds=offset)
+        table.heartbeat(_beat(last))
+        lost_at = None
+        for k in range(80):  # the rounds of 20 s; only the probe rounds hear anything
+            now = T0 + k * check
+            if probes.due(now):
+                table.heard(now, deaf)
+            if table.silent(now, timeout, deaf):
+                lost_at = now
+                break
+        assert lost_at is not None
+        assert timeout < lost_at - last <= timeout + timedelta(seconds=0.25)

@@ -31,7 +31,7 @@ from shipwreck_messaging import create_broker, events_exchange, publish, tag_fil
 from shipwreck_messaging.publishing import DISCONNECTED
 from shipwreck_messaging.routes import SCHEDULER_NODES, SCHEDULER_PLACEMENT
 from shipwreck_runtime import BackgroundTasks
-from shipwreck_scheduler.nodes import NodeTable
+from shipwreck_scheduler.nodes import NodeTable, ProbeSchedule
 from shipwreck_scheduler.placement import Snapshot, plan
 from shipwreck_scheduler.registry import NodeRegistry, Scheduler, translate
 from shipwreck_scheduler.settings import SchedulerSettings
@@ -151,12 +151,14 @@ def create_app(
         known = await anyio.to_thread.run_sync(registry.known)
         restored = nodes.restore(known, datetime.now(UTC))
         log.info("watching %d nodes recorded before this start", restored)
+        probes = ProbeSchedule()
         while True:
             now = datetime.now(UTC)
             # Through the broker to its own queue: proof that it can hear the nodes. When
             # it fails no probe comes back, and the table stops declaring losses meanwhile.
-            with contextlib.suppress(*DISCONNECTED):
-                await publish(broker, SchedulerProbe(sent_at=now), patience=0)
+            if probes.due(now):
+                with contextlib.suppress(*DISCONNECTED):
+                    await publish(broker, SchedulerProbe(sent_at=now), patience=0)
             for view in nodes.silent(now, timeout, deaf_after):
                 deployments = sorted(
                     set(view.running) | assignments.by_node.get(view.node_id, set())

@@ -6,9 +6,14 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Final, Protocol
 
 from shipwreck_contracts import NodeHeartbeat, NodeRegistered, NodeReturned
+
+PROBE_EVERY: Final = timedelta(seconds=1)
+"""How often the scheduler sends itself a probe through the broker, however often it checks
+for silent nodes: proof enough that it hears the broker (see ``deaf``), for one message a
+second."""
 
 
 class KnownNodeFacts(Protocol):
@@ -158,3 +163,22 @@ class NodeTable:
             for v in self.nodes.values()
             if v.last_seen_at is not None and now - v.last_seen_at <= timeout
         ]
+
+
+@dataclass
+class ProbeSchedule:
+    """When a liveness round also sends the scheduler's probe: at most once per ``every``.
+
+    The rounds run often, so that a silent node is declared lost soon after its timeout;
+    each probe is a message through the broker, and one a second tells deafness well enough.
+    """
+
+    every: timedelta = PROBE_EVERY
+    sent_at: datetime | None = None
+
+    def due(self, now: datetime) -> bool:
+        """Whether the round at ``now`` sends a probe (and, if so, that it was sent then)."""
+        if self.sent_at is not None and self.sent_at <= now < self.sent_at + self.every:
+            return False
+        self.sent_at = now
+        return True

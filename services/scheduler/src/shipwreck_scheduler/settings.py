@@ -9,7 +9,9 @@ class SchedulerSettings(StoreSettings, frozen=True, kw_only=True):
     """Scheduler settings.
 
     - ``SHIPWRECK_NODE_TIMEOUT_SECONDS``: silence after which a node counts as lost (10).
-    - ``SHIPWRECK_LIVENESS_CHECK_SECONDS``: how often silence is checked (1).
+    - ``SHIPWRECK_LIVENESS_CHECK_SECONDS``: how often silence is checked (0.25): a node is
+      declared lost up to this much after its timeout. The scheduler's probe through the
+      broker goes with a check at most once a second.
     - ``SHIPWRECK_DEAF_AFTER_SECONDS``: when nothing at all has been heard for this long (no
       heartbeat, none of its own probes through the broker), the scheduler doubts its own
       link to the broker and declares nobody lost; once it hears again every node gets a
@@ -19,6 +21,6 @@ class SchedulerSettings(StoreSettings, frozen=True, kw_only=True):
     """
 
     node_timeout_seconds: PositiveSeconds = 10.0
-    liveness_check_seconds: PositiveSeconds = 1.0
+    liveness_check_seconds: PositiveSeconds = 0.25
     deaf_after_seconds: PositiveSeconds = 5.0
     placement_wait_seconds: Seconds = 30.0
