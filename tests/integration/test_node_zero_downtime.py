@@ -321,6 +321,62 @@ async def test_a_rollback_serves_the_old_image_again_without_a_build(
     assert image.id == engine.images.get(app.v1.image).id
 
 
+# --- a deployment placed again after its node was lost ----------------------------------------
+
+
+async def test_a_deployment_placed_again_runs_the_image_its_lost_node_built(
+    node: Node,
+    settings: NodeSettings,
+    runtime: DockerRuntime,
+    server: GitServer,
+    tmp_path: Path,
+    engine: docker.DockerClient,
+) -> None:
+    # B: a node of its own, with its own Caddy, on the Docker engine the module's node
+    # (A) uses too, as nodes on one machine in the tests and the benches do.
+    b_settings = msgspec.structs.replace(settings, node_name=f"{settings.node_name}-lost")
+    name = f"moved-{uuid.uuid4().hex[:6]}"
+    commit = server.publish_app(name, "python-version")
+    try:
+        with run_caddy(tmp_path / "caddy-b") as own:
+            b = Node(
+                msgspec.structs.replace(
+                    b_settings, proxy_http_port=own.http_port, proxy_admin=own.admin
+                ),
+                runtime,
+                own,
+            )
+            first = await b.live(b.work(name, server.url(name)))
+            built = engine.images.get(first.image).id
+            await b.runner.close()
+            # B's machine dies: its app with it (its Caddy goes as the block ends).
+            engine.containers.get(first.container_id).remove(force=True)
+        # What the orchestrator sends A: the next attempt, with the image B reported.
+        moved = node.work(
+            name,
+            server.url(name),
+            deployment_id=first.deployment_id,
+            attempt=2,
+            image=first.image,
+            commit=commit,
+        )
+        outcome = await node.live(moved)
+        assert node.stages(moved) == [Stage.STARTING]
+        assert node.lines(moved, LogStream.BUILD) == []
+        system = node.lines(moved, LogStream.SYSTEM)
+        assert f"running its image {first.image} again (commit {commit}): no build" in system
+        assert (outcome.image, outcome.commit) == (first.image, commit)
+        container = engine.containers.get(outcome.container_id)
+        assert container.image is not None
+        assert container.image.id == built
+        answer = await anyio.to_thread.run_sync(lambda: get(settings.proxy_http_port, outcome.url))
+        assert answer == (200, V1)
+    finally:
+        for container in engine.containers.list(all=True, filters={"label": f"{LABEL_APP}={name}"}):
+            container.remove(force=True)
+        remove_node_leftovers(engine, str(b_settings.node_id))
+
+
 # --- (d) cancels -----------------------------------------------------------------------------
 
 

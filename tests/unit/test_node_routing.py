@@ -119,7 +119,8 @@ class Node:
         ]
 
 
-def make_node(tmp_path: Path, **settings: object) -> Node:
+def make_node(tmp_path: Path, runtime: FakeRuntime | None = None, **settings: object) -> Node:
+    """A node over fakes; ``runtime``: the Docker engine of another node, shared."""
     defaults: dict[str, object] = {
         "node_name": "unit-routing",
         "base_image_python": "base/python",
@@ -128,7 +129,8 @@ def make_node(tmp_path: Path, **settings: object) -> Node:
         "drain_seconds": 0,
     }
     node_settings = NodeSettings(**{**defaults, **settings})  # type: ignore[arg-type]
-    git, runtime, router, outbox = FakeGit(), FakeRuntime({"base/python"}), FakeRouter(), Outbox()
+    git, router, outbox = FakeGit(), FakeRouter(), Outbox()
+    runtime = runtime or FakeRuntime({"base/python"})
     git.push(URL, APP)
     probe = FakeProbe(runtime)
     routes = Routes(node_settings, runtime, router, probe)
@@ -459,6 +461,48 @@ async def test_a_failed_rollback_keeps_the_image_it_tried(node: Node) -> None:
     assert isinstance(outcome, WorkFailed)
     assert v1.image in node.runtime.images
     assert node.router.current("hello") is None
+
+
+async def test_a_deployment_placed_again_runs_the_image_its_lost_node_built(
+    tmp_path: Path,
+) -> None:
+    b = make_node(tmp_path / "b", node_name="unit-b")
+    a = make_node(tmp_path / "a", runtime=b.runtime, node_name="unit-a")  # one Docker engine
+    first = await b.live()
+    await b.runtime.remove(first.container_id)  # B's machine died, and its app with it
+    moved = a.work(
+        deployment_id=first.deployment_id, attempt=2, image=first.image, commit=first.commit
+    )
+    outcome = await a.run(moved)
+    assert isinstance(outcome, WorkSucceeded), outcome
+    assert len(a.runtime.builds) == 1  # B's own build
+    assert a.git.calls == []
+    assert a.stages(moved) == ["STARTING"]
+    assert a.outbox.of(StageReported)[-1].message == f"running its image {first.image} again"
+    system = a.lines(moved.deployment_id, LogStream.SYSTEM)
+    assert f"running its image {first.image} again (commit {first.commit}): no build" in system
+    assert outcome.image == first.image
+    assert first.image not in a.runtime.removed_images
+    image_id = a.runtime.images[first.image].id
+    assert a.runtime.containers[outcome.container_id].info.image_id == image_id
+    assert a.router.current("hello") == a.upstream(outcome)
+
+
+async def test_a_deployment_placed_again_where_its_image_is_not_builds_it(
+    tmp_path: Path,
+) -> None:
+    b, a = make_node(tmp_path / "b"), make_node(tmp_path / "a")  # two machines
+    first = await b.live()
+    moved = a.work(
+        deployment_id=first.deployment_id, attempt=2, image=first.image, commit=first.commit
+    )
+    outcome = await a.run(moved)
+    assert isinstance(outcome, WorkSucceeded), outcome
+    assert a.stages(moved) == ["CLONING", "BUILDING", "STARTING"]
+    system = a.lines(moved.deployment_id, LogStream.SYSTEM)
+    building = f"the image {first.image} is no longer on this node; building {first.commit} again"
+    assert building in system
+    assert outcome.image == first.image
 
 
 async def test_the_image_carries_the_manifest_it_was_built_from(node: Node) -> None:

@@ -16,6 +16,8 @@ reports leave in the order the route changed hands.
 
 A rollback (`DeployWork.image` set) runs that image again when the node still has it, with
 the manifest it was built from (kept as a label on the image): no clone, no build, no test.
+A RUNNING deployment placed again after its node was lost names its own image the same
+way, and runs it without a build where the image is (nodes sharing one Docker engine).
 After each success, the images of the app's older deployments go, except the newest
 ``keep_images`` (for rollbacks) and those a container still uses.
 """
@@ -359,13 +361,18 @@ class Pipeline:
         existing = await self._healthy_existing(work)
         if existing is not None:
             return await self._already_running(run, existing, on_started)
-        await self._discard(work)
+        # What an earlier run of this work left (a redelivery) goes, but not its image: a
+        # build tags its own anyway, and a deployment placed again after its node was lost
+        # runs the image again if this node has it (it does when the nodes share a Docker
+        # engine; removing the tag would delete the very image it could run).
+        await self._remove_containers(work)
 
         reused = await self._reuse_image(run)
         if reused is not None:
             image, manifest = reused
             run.stage = Stage.STARTING
-            await self._report(work, Stage.STARTING, run.commit, f"rollback to {work.image}")
+            note = _again(work) or f"rollback to {work.image}"
+            await self._report(work, Stage.STARTING, run.commit, note)
         else:
             image = image_tag(work)
             remote = await self._check_remote(work)
@@ -453,8 +460,9 @@ class Pipeline:
         return await self._take_over(run, switch, existing, commit, [], image)
 
     async def _reuse_image(self, run: _Run) -> tuple[str, Manifest] | None:
-        """For a rollback: the image to run (tagged for this deployment) and its manifest,
-        or None when it must be built again (the image is gone, or cannot be used)."""
+        """For a rollback, or a RUNNING deployment placed again (``work.image`` is then its
+        own image): the image to run (tagged for this deployment) and its manifest, or None
+        when it must be built again (the image is gone, or cannot be used)."""
         work = run.work
         if work.image is None:
             return None
@@ -466,8 +474,10 @@ class Pipeline:
                 LogStream.SYSTEM, f"the image {work.image} {reused}; building {target} again"
             )
             return None
+        again = _again(work)
         await run.log.line(
-            LogStream.SYSTEM, f"rolling back to {work.image} (commit {run.commit}): no build"
+            LogStream.SYSTEM,
+            f"{again or f'rolling back to {work.image}'} (commit {run.commit}): no build",
         )
         return reused
 
@@ -953,6 +963,14 @@ def _build_failure(error: str, output: list[str]) -> str:
     step = output[starts[-1] + 1 :] if starts else output
     shown = [line for line in step if not _BUILDER_NOISE.match(line) and _PROGRESS_BAR not in line]
     return "\n".join([head, *shown[-REASON_TAIL_LINES:]])
+
+
+def _again(work: DeployWork) -> str | None:
+    """What a run of the deployment's own image is, when ``work`` names it (the deployment
+    ran before, on a node since lost): not a rollback."""
+    if work.image is None or work.image != image_tag(work):
+        return None
+    return f"running its image {work.image} again"
 
 
 def _unusable(info: ImageInfo | None, work: DeployWork) -> str | None:
