@@ -268,6 +268,34 @@ async def test_the_container_is_labelled_limited_and_on_loopback_only(
     assert {b["HostIp"] for b in bindings} == {"127.0.0.1"}
 
 
+async def test_the_image_gets_every_label_in_one_build_step_and_its_manifest_verbatim(
+    node: Node, server: GitServer, engine: docker.DockerClient, settings: NodeSettings
+) -> None:
+    toml = app_files("python-version")["Shipwreck.toml"]
+    assert isinstance(toml, bytes)
+    # Quotes, a dollar sign and a backslash: none of it may be expanded or unescaped.
+    toml += b'\n[env-vars]\nODD = "it\'s $HOME ${PATH} \\\\ end"\n'
+    commit = server.publish_app(
+        "python-labels", "python-version", overrides={"Shipwreck.toml": toml}
+    )
+    work = node.work(server.url("python-labels"), app="python-labels")
+    outcome = await node.deploy(work)
+    assert isinstance(outcome, WorkSucceeded), outcome
+    image = engine.images.get(outcome.image)
+    labels = image.labels
+    assert labels["org.shipwreck.manifest"] == toml.decode()
+    assert labels["org.shipwreck.manifest-file"] == "Shipwreck.toml"
+    assert labels["org.shipwreck.commit"] == commit
+    assert labels["org.shipwreck.deployment"] == str(work.deployment_id)
+    assert labels["org.shipwreck.node"] == str(settings.node_id)
+    steps = [line for line in node.lines(work, LogStream.BUILD) if line.startswith("Step ")]
+    assert len([step for step in steps if " : LABEL " in step]) == 1
+    env = image.attrs["Config"]["Env"] or []
+    assert not [variable for variable in env if variable.startswith("SHIPWRECK_LABEL_")]
+    container = engine.containers.get(outcome.container_id)
+    assert "ODD=it's $HOME ${PATH} \\ end" in container.attrs["Config"]["Env"]
+
+
 async def test_the_ca_bundle_does_not_reach_the_app_image(
     python_app: Deployed, engine: docker.DockerClient, settings: NodeSettings
 ) -> None:

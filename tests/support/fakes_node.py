@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 import tarfile
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -186,7 +187,8 @@ class FakeContainer:
 
 @dataclass
 class BuildRecord:
-    """One build: the tag, the rendered Dockerfile and the files of the context."""
+    """One build: the tag, the rendered Dockerfile, the files of the context and the labels
+    the image got."""
 
     tag: str
     dockerfile: str
@@ -292,7 +294,7 @@ class FakeRuntime:
         context: Path,
         *,
         tag: str,
-        labels: Mapping[str, str],
+        build_args: Mapping[str, str],
         on_output: OutputCallback,
         stage_tags: Mapping[str, str] | None = None,
     ) -> None:
@@ -300,6 +302,7 @@ class FakeRuntime:
             names = tar.getnames()
             member = tar.extractfile("Dockerfile")
             dockerfile = member.read().decode() if member is not None else ""
+        labels = _image_labels(dockerfile, build_args)
         self.builds.append(
             BuildRecord(tag, dockerfile, names, dict(labels), dict(stage_tags or {}))
         )
@@ -438,6 +441,20 @@ class FakeRuntime:
         container = FakeContainer(info=info, spec=spec, behaviour=behaviour)
         self.containers[info.id] = container
         return container
+
+
+_LABEL_PAIR = re.compile(r'"([^"]+)"="\$\{(\w+)\}"')
+
+
+def _image_labels(dockerfile: str, build_args: Mapping[str, str]) -> dict[str, str]:
+    """The labels the Dockerfile's ``LABEL`` lines give the image, as the template writes
+    them (``"key"="${ARG}"``), their values taken from ``build_args`` as the builder does."""
+    labels: dict[str, str] = {}
+    for line in dockerfile.splitlines():
+        if line.startswith("LABEL "):
+            for key, arg in _LABEL_PAIR.findall(line):
+                labels[key] = build_args[arg]  # an ARG without a value: a template bug
+    return labels
 
 
 def _stage_text(dockerfile: str, stage: str) -> str | None:

@@ -14,6 +14,7 @@ from shipwreck_node.settings import NodeSettings
 from shipwreck_node.templates import (
     TemplateInputs,
     base_image,
+    build_args,
     render_dockerfile,
     write_build_context,
 )
@@ -96,6 +97,42 @@ def test_the_run_command_cannot_break_out_of_its_json_string() -> None:
     assert cmd.startswith("CMD ")
     assert json.loads(cmd.removeprefix("CMD ")) == ["sh", "-c", run]
     assert "EXPOSE" not in render_dockerfile(inputs(run=run, port=None))
+
+
+MANIFEST = '[app]\nname = "it\'s"\n\n[env-vars]\nHOME_DIR = "$HOME ${PATH} \\n"\n'
+
+
+def test_the_labels_are_one_instruction_at_the_end_with_their_values_as_build_args() -> None:
+    labels = {"org.shipwreck.app": "hello", "org.shipwreck.manifest": MANIFEST, "a.b": ""}
+    given = inputs(labels=labels)
+    lines = instructions(render_dockerfile(given))
+    assert [line.split()[0] for line in lines].count("LABEL") == 1
+    arg, label = lines[-2:]
+    assert lines[-3].startswith("CMD ")  # everything before is cached as without labels
+    assert arg == "ARG SHIPWRECK_LABEL_0 SHIPWRECK_LABEL_1 SHIPWRECK_LABEL_2"
+    assert label == (
+        'LABEL "a.b"="${SHIPWRECK_LABEL_0}" "org.shipwreck.app"="${SHIPWRECK_LABEL_1}"'
+        ' "org.shipwreck.manifest"="${SHIPWRECK_LABEL_2}"'
+    )
+    # Never written into the Dockerfile: the values reach the label as they are.
+    assert build_args(given) == {
+        "SHIPWRECK_LABEL_0": "",
+        "SHIPWRECK_LABEL_1": "hello",
+        "SHIPWRECK_LABEL_2": MANIFEST,
+    }
+
+
+def test_without_labels_there_is_no_label_instruction() -> None:
+    text = render_dockerfile(inputs())
+    assert "LABEL" not in text
+    assert "ARG" not in text
+    assert build_args(inputs()) == {}
+
+
+@pytest.mark.parametrize("key", ['a"b', "a b", "A.b", "a$b", "a\nb", ""])
+def test_a_label_key_the_template_cannot_write_is_refused(key: str) -> None:
+    with pytest.raises(ValueError, match="label key"):
+        render_dockerfile(inputs(labels={key: "x"}))
 
 
 def test_base_images_come_from_the_settings() -> None:

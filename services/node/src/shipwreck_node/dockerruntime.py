@@ -175,7 +175,7 @@ class DockerRuntime:
         context: Path,
         *,
         tag: str,
-        labels: Mapping[str, str],
+        build_args: Mapping[str, str],
         on_output: OutputCallback,
         stage_tags: Mapping[str, str] | None = None,
     ) -> None:
@@ -194,7 +194,7 @@ class DockerRuntime:
                     fileobj=f,
                     custom_context=True,
                     tag=tag,
-                    labels=dict(labels),
+                    buildargs=dict(build_args),
                     rm=True,
                     forcerm=True,  # intermediate containers go, even when a step fails
                     pull=False,

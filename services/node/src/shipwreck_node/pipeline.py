@@ -100,6 +100,7 @@ from shipwreck_node.templates import (
     NoTemplate,
     TemplateInputs,
     base_image,
+    build_args,
     dependency_files,
     render_dockerfile,
     write_build_context,
@@ -603,16 +604,21 @@ class Pipeline:
             if data is not None:
                 present.add(name)
         ca_bundle = self._ca_bundle()
-        dockerfile = render_dockerfile(
-            TemplateInputs(
-                lang=config.lang,
-                base_image=base.ref,
-                run=config.run,
-                port=config.port,
-                dependency_files=frozenset(present),
-                with_ca_bundle=ca_bundle is not None,
-            )
+        labels = self._labels(work, ROLE_APP, run.commit or "")
+        if run.manifest_file is not None:
+            filename, data = run.manifest_file
+            labels[LABEL_MANIFEST_FILE] = filename
+            labels[LABEL_MANIFEST] = data.decode(errors="replace")
+        inputs = TemplateInputs(
+            lang=config.lang,
+            base_image=base.ref,
+            run=config.run,
+            port=config.port,
+            dependency_files=frozenset(present),
+            with_ca_bundle=ca_bundle is not None,
+            labels=labels,
         )
+        dockerfile = render_dockerfile(inputs)
         context = run.workdir / "context.tar"
         await anyio.to_thread.run_sync(
             lambda: write_build_context(checkout, dockerfile, context, ca_bundle=ca_bundle)
@@ -621,18 +627,13 @@ class Pipeline:
         await run.log.line(
             LogStream.SYSTEM, f"building {image_tag(work)} from {base.ref} ({installs})"
         )
-        labels = self._labels(work, ROLE_APP, run.commit or "")
-        if run.manifest_file is not None:
-            filename, data = run.manifest_file
-            labels[LABEL_MANIFEST_FILE] = filename
-            labels[LABEL_MANIFEST] = data.decode(errors="replace")
         timeout = self.settings.build_timeout_seconds
         try:
             with anyio.fail_after(timeout):
                 await self.runtime.build(
                     context,
                     tag=image_tag(work),
-                    labels=labels,
+                    build_args=build_args(inputs),
                     on_output=run.log.write,
                     stage_tags={DEPS_STAGE: deps_tag(work.app, str(work.deployment_id))},
                 )

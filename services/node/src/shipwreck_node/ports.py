@@ -206,11 +206,13 @@ class ContainerRuntime(Protocol):
         context: Path,
         *,
         tag: str,
-        labels: Mapping[str, str],
+        build_args: Mapping[str, str],
         on_output: OutputCallback,
         stage_tags: Mapping[str, str] | None = None,
     ) -> None:
-        """Build ``context`` (a tar with a Dockerfile at its root) as ``tag``.
+        """Build ``context`` (a tar with a Dockerfile at its root) as ``tag``, with the
+        values of the Dockerfile's ``ARG``s in ``build_args`` (its labels take theirs there:
+        see `shipwreck_node.templates`).
 
         Output goes to ``on_output`` as it is produced. Raises `BuildFailed`. Cancelling the
         caller aborts the build on the daemon. ``stage_tags`` maps names of build stages

@@ -12,15 +12,22 @@ Dependencies are installed in a first stage from the dependency files alone
 until those files change, and the CA bundle and the variables that point pip and npm at it
 stay in that stage, out of the app's image. The app's image gets the installed dependencies
 and the source, and runs ``config.run`` through ``sh -c``.
+
+The image's labels (``org.shipwreck.*``) are the Dockerfile's last instruction, one
+``LABEL`` for all of them, their values passed as build arguments. Labels passed to the
+classic builder beside the Dockerfile would each be a step of their own, with a container
+and a layer commit (eight labels, eight steps); and a value cannot be written into the
+Dockerfile itself when it spans lines (the manifest does).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -33,6 +40,9 @@ DEPS_STAGE: Final = "deps"
 CA_FILE: Final = "shipwreck-build-ca.crt"
 CA_PATH: Final = f"/tmp/{CA_FILE}"  # noqa: S108 - a path inside the build stage, not the host's
 SOURCE_DIR: Final = "src"
+LABEL_ARG: Final = "SHIPWRECK_LABEL_"
+"""The build arguments that carry the labels' values: ``SHIPWRECK_LABEL_0``, ``_1``..."""
+_LABEL_KEY: Final = re.compile(r"[a-z0-9]+([.-][a-z0-9]+)*")
 
 PYTHON_REQUIREMENTS: Final = "requirements.txt"
 NODE_PACKAGE: Final = "package.json"
@@ -62,6 +72,8 @@ class TemplateInputs:
     dependency_files: frozenset[str]
     """Dependency files present at the repository root (regular files only)."""
     with_ca_bundle: bool
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """The labels of the app's image (see the module docstring and `build_args`)."""
 
 
 def base_image(lang: Language, settings: NodeSettings) -> BaseImage:
@@ -98,7 +110,32 @@ def render_dockerfile(inputs: TemplateInputs) -> str:
     # Exec form with sh -c: the run command may use shell syntax (cd x && ...), and
     # json.dumps makes any text a valid, inert JSON string.
     lines.append(f"CMD {json.dumps(['sh', '-c', inputs.run])}")
+    lines.extend(_label_lines(inputs.labels))
     return "\n".join(lines) + "\n"
+
+
+def build_args(inputs: TemplateInputs) -> dict[str, str]:
+    """The build arguments the Dockerfile of ``inputs`` needs: its labels' values."""
+    return {_label_arg(i): value for i, (_, value) in enumerate(sorted(inputs.labels.items()))}
+
+
+def _label_lines(labels: Mapping[str, str]) -> list[str]:
+    """``ARG`` and ``LABEL``, both at the end: what comes before is cached the same for
+    every deployment of the same files, and the values (given as build arguments, never
+    written here) are taken verbatim: no quoting, no ``$`` expansion of what they hold."""
+    if not labels:
+        return []
+    keys = sorted(labels)
+    for key in keys:
+        if not _LABEL_KEY.fullmatch(key):
+            raise ValueError(f"not a label key the template writes: {key!r}")
+    names = [_label_arg(i) for i in range(len(keys))]
+    pairs = [f'"{key}"="${{{name}}}"' for key, name in zip(keys, names, strict=True)]
+    return [f"ARG {' '.join(names)}", f"LABEL {' '.join(pairs)}"]
+
+
+def _label_arg(index: int) -> str:
+    return f"{LABEL_ARG}{index}"
 
 
 def _ca_copy(inputs: TemplateInputs) -> list[str]:
