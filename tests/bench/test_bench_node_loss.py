@@ -20,6 +20,11 @@ The history also says when each was placed, built and started, and the log the n
 for the moved deployment (attempt 2) whether A ran the image B had built (both nodes share
 one Docker engine here) or built it again, and how many build steps came from the cache.
 ``BENCH_NODE_LOSS_ROUNDS`` (3) losses; one JSON line for all of them.
+
+``BENCH_NODE_LOSS_IMAGES=lost`` takes B's images with it too (their tags, and the layers
+only they held), as if B were a machine of its own: A then builds each app again, from the
+base image, the way a second machine does. By default (``kept``) they stay in the engine
+both nodes share, and A runs them.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ from tests.support.platform import ROOT, Platform, isolated_platform
 
 APPS = int(os.environ.get("BENCH_NODE_LOSS_APPS", "5"))
 ROUNDS = int(os.environ.get("BENCH_NODE_LOSS_ROUNDS", "3"))
+B_IMAGES = os.environ.get("BENCH_NODE_LOSS_IMAGES", "kept")
+assert B_IMAGES in ("kept", "lost"), f"BENCH_NODE_LOSS_IMAGES={B_IMAGES}: kept or lost"
 RESULTS = ROOT / ".benchmarks" / "node_loss.jsonl"
 # Issue 6's timeout, pinned here so that a change of the default does not move the target;
 # the scheduler checks liveness as often as it does by default.
@@ -107,6 +114,7 @@ def test_deployments_of_a_lost_node_run_and_serve_again_on_another(
         "benchmark": "node_loss",
         "rounds": ROUNDS,
         "apps_per_round": APPS,
+        "b_images": B_IMAGES,
         "node_timeout_s": float(SCHEDULER_ENV["SHIPWRECK_NODE_TIMEOUT_SECONDS"]),
         "liveness_check_s": LIVENESS_CHECK_SECONDS,
         "poll_interval_s": POLL_SECONDS,
@@ -214,7 +222,8 @@ def _lose_a_node(
 
 def _lose(platform: Platform, engine: docker.DockerClient, node_id: str, admin: str) -> float:
     """B's machine dies: its process, its containers and its Caddy go, as one moment (the
-    moment returned, wall clock, is taken first: detection counts from the kill)."""
+    moment returned, wall clock, is taken first: detection counts from the kill); its
+    images too with BENCH_NODE_LOSS_IMAGES=lost (long before A is told to run them)."""
     lost_at = time.time()
     process = platform.processes.pop("node-b")
     os.killpg(process.pid, signal.SIGKILL)
@@ -226,6 +235,8 @@ def _lose(platform: Platform, engine: docker.DockerClient, node_id: str, admin: 
             container.remove(force=True)
     with contextlib.suppress(httpx.HTTPError):
         httpx.post(f"http://{admin}/stop", timeout=5)
+    if B_IMAGES == "lost":
+        remove_node_leftovers(engine, node_id)
     return lost_at
 
 
