@@ -163,8 +163,15 @@ def _serves(site: Site, body: str) -> None:
 def test_watched_commits_roll_out_without_downtime_broken_ones_never_replace_and_rollback_sticks(
     rig: Rig,
 ) -> None:
-    rig.git.publish_app(APP, APP, overrides={"Shipwreck.toml": _manifest("v1")})
+    v1 = rig.git.publish_app(APP, APP, overrides={"Shipwreck.toml": _manifest("v1")})
     first = _running(rig, rig.api.deploy(rig.git.url(APP)))
+    # The watcher's first look at the branch is its baseline. A commit pushed before that
+    # look would be taken for the baseline and never deployed (the watcher does not learn
+    # which commit the first deployment built: a known gap), so wait for it.
+    _ledger_until(
+        rig.api,
+        lambda entries: any(e["kind"] == "COMMIT_OBSERVED" and e["commit"] == v1 for e in entries),
+    )
     site = Site(rig.proxy_port, f"{APP}.localhost")
     assert site.get() == (200, "v1: 1,234,567 users\n")
     thread = site.hammer()
