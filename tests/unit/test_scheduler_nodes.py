@@ -185,3 +185,17 @@ def test_by_default_a_silent_node_is_lost_within_a_quarter_second_of_its_timeout
                 break
         assert lost_at is not None
         assert timeout < lost_at - last <= timeout + timedelta(seconds=0.25)
+
+
+def test_a_restored_or_only_registered_node_is_placed_on_once_it_reports() -> None:
+    table = NodeTable()
+    other = uuid.uuid4()
+    table.restore([KnownNode(NODE, "n1", 2, 4096, lost=False)], T0)
+    table.register(
+        NodeRegistered(node_id=other, hostname="n2", cpu_count=2, mem_total_mb=4096, started_at=T0)
+    )
+    # Live (seen at the restart, or registering), but their free memory is not known yet.
+    assert {v.node_id for v in table.live(T0, TIMEOUT)} == {NODE, other}
+    assert table.placeable(T0, TIMEOUT) == []
+    table.heartbeat(_beat(T0 + timedelta(seconds=1)))
+    assert [v.node_id for v in table.placeable(T0 + timedelta(seconds=1), TIMEOUT)] == [NODE]

@@ -118,11 +118,14 @@ def create_app(
         # deployment waits for a free worker, rather than fail it at once.
         waited = 0.0
         while waited < settings.placement_wait_seconds and (
-            nodes.deaf(datetime.now(UTC), deaf_after) or not nodes.live(datetime.now(UTC), timeout)
+            nodes.deaf(datetime.now(UTC), deaf_after)
+            or not nodes.placeable(datetime.now(UTC), timeout)
         ):
             await asyncio.sleep(0.25)
             waited += 0.25
-        snapshot = Snapshot(list(nodes.nodes.values()), assignments.counts(nodes))
+        # Only nodes that reported their free memory and load can be scored.
+        reported = [v for v in nodes.nodes.values() if v.reported]
+        snapshot = Snapshot(reported, assignments.counts(nodes))
         decision = plan(snapshot, msg, datetime.now(UTC), timeout)
         if isinstance(decision, PlacementDecided):
             assignments.assign(decision.node_id, msg.deployment_id)

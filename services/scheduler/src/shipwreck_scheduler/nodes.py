@@ -43,6 +43,9 @@ class NodeView:
     load_avg: float = 0.0
     running: list[uuid.UUID] = field(default_factory=list)
     last_seen_at: datetime | None = None
+    reported: bool = True
+    """Whether its free memory and load come from a heartbeat: a node restored from the
+    store, or only registered, has none yet and is not placed on until it reports."""
 
 
 @dataclass
@@ -63,7 +66,7 @@ class NodeTable:
         known = msg.node_id in self.nodes
         self.lost.discard(msg.node_id)
         view = self.nodes.get(msg.node_id) or NodeView(
-            msg.node_id, msg.hostname, msg.cpu_count, msg.mem_total_mb
+            msg.node_id, msg.hostname, msg.cpu_count, msg.mem_total_mb, reported=False
         )
         view.hostname, view.cpu_count = msg.hostname, msg.cpu_count
         view.mem_total_mb = msg.mem_total_mb
@@ -95,6 +98,7 @@ class NodeTable:
         view.hostname, view.cpu_count = msg.hostname, msg.cpu_count
         view.mem_total_mb, view.mem_free_mb = msg.mem_total_mb, msg.mem_free_mb
         view.load_avg, view.running = msg.load_avg, list(msg.running)
+        view.reported = True
         view.last_seen_at = msg.at
         # A lost node that comes back is placeable again; its old work stays fenced (the
         # orchestrator ignores reports of abandoned attempts).
@@ -151,7 +155,12 @@ class NodeTable:
             if node.node_id in self.nodes:
                 continue
             self.nodes[node.node_id] = NodeView(
-                node.node_id, node.hostname, node.cpu_count, node.mem_total_mb, last_seen_at=now
+                node.node_id,
+                node.hostname,
+                node.cpu_count,
+                node.mem_total_mb,
+                last_seen_at=now,
+                reported=False,
             )
             added += 1
         return added
@@ -163,6 +172,10 @@ class NodeTable:
             for v in self.nodes.values()
             if v.last_seen_at is not None and now - v.last_seen_at <= timeout
         ]
+
+    def placeable(self, now: datetime, timeout: timedelta) -> list[NodeView]:
+        """Live nodes whose free memory and load are known (from a heartbeat)."""
+        return [v for v in self.live(now, timeout) if v.reported]
 
 
 @dataclass
