@@ -316,16 +316,11 @@ def _stored_story(database_url: str) -> dict[str, list[str]]:
 
     app = Orchestrator(StoreConfig(database_url=database_url))
     try:
-        ids: set[uuid.UUID] = set()  # every Deployment aggregate in the log
-        start = 1
-        while True:
-            section = app.recorder.select_notifications(start=start, limit=1000)
-            if not section:
-                break
-            for notification in section:
-                if notification.topic.startswith(f"{Deployment.__module__}:Deployment."):
-                    ids.add(uuid.UUID(str(notification.originator_id)))
-            start = section[-1].id + 1
+        ids: set[uuid.UUID] = {  # every Deployment aggregate in the log
+            uuid.UUID(str(n.originator_id))
+            for n in app.all_notifications()
+            if n.topic.startswith(f"{Deployment.__module__}:Deployment.")
+        }
         story: dict[str, list[str]] = {}
         for deployment_id in ids:
             final: Deployment = app.repository.get(deployment_id)

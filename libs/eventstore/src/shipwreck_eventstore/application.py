@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import Application, ProcessingEvent
-from eventsourcing.persistence import ProcessRecorder, Recording, Tracking
+from eventsourcing.persistence import Notification, ProcessRecorder, Recording, Tracking
 
 from shipwreck_eventstore.config import StoreConfig
 from shipwreck_eventstore.tracking import has_exact_tracking
@@ -70,6 +70,14 @@ class ShipwreckApplication(Application[UUID]):
         for aggregate_id in aggregate_ids:
             with contextlib.suppress(KeyError):
                 cache.get(aggregate_id, evict=True)
+
+    def all_notifications(self, page: int = 1000) -> Iterator[Notification]:
+        """Every notification in the log, in order, read ``page`` at a time (for start-up
+        recovery and tools that fold the whole log)."""
+        start = 1
+        while batch := self.process_recorder.select_notifications(start, page):
+            yield from batch
+            start = batch[-1].id + 1
 
     def has_tracking(self, tracking: Tracking) -> bool:
         """Whether exactly this upstream position has been recorded already."""

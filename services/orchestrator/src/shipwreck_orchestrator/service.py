@@ -473,14 +473,11 @@ class OrchestratorService:
 
     def _all_of(self, topic_suffix: str) -> list[Any]:
         out = []
-        start = 1
-        while batch := self.app.process_recorder.select_notifications(start, 1000):
-            for n in batch:
-                if n.topic.endswith(f":{topic_suffix}"):
-                    found = self._get(uuid.UUID(str(n.originator_id)))
-                    if found is not None:
-                        out.append(found)
-            start = batch[-1].id + 1
+        for n in self.app.all_notifications():
+            if n.topic.endswith(f":{topic_suffix}"):
+                found = self._get(uuid.UUID(str(n.originator_id)))
+                if found is not None:
+                    out.append(found)
         return out
 
     def _on_deployment(
@@ -529,17 +526,10 @@ class OrchestratorService:
     def recover_in_progress(self) -> int:
         """Find the deployments still in progress by reading the store (at start-up)."""
         statuses: dict[uuid.UUID, str] = {}
-        start = 1
-        recorder = self.app.process_recorder
-        while True:
-            batch = recorder.select_notifications(start, 1000)
-            if not batch:
-                break
-            for n in batch:
-                name = n.topic.rsplit(".", 1)[-1]
-                if ":Deployment." in n.topic or n.topic.endswith(":Deployment"):
-                    statuses[uuid.UUID(str(n.originator_id))] = name
-            start = batch[-1].id + 1
+        for n in self.app.all_notifications():
+            name = n.topic.rsplit(".", 1)[-1]
+            if ":Deployment." in n.topic or n.topic.endswith(":Deployment"):
+                statuses[uuid.UUID(str(n.originator_id))] = name
         ongoing = {"Requested", "Initialized", "PlacementRequested", "Scheduled", "Progressed"}
         self.in_progress = {i for i, last in statuses.items() if last in ongoing}
         return len(self.in_progress)

@@ -173,18 +173,15 @@ class NodeRegistry:
     def known(self) -> list[KnownNode]:
         """Every node in the store (at start-up, to watch them all again)."""
         found: list[KnownNode] = []
-        start = 1
-        while batch := self.app.process_recorder.select_notifications(start, 1000):
-            for notification in batch:
-                if notification.topic.endswith(":Node.Registered"):
-                    node = self._get(uuid.UUID(str(notification.originator_id)))
-                    if node is not None:
-                        found.append(
-                            KnownNode(
-                                node.id, node.hostname, node.cpu_count, node.mem_total_mb, node.lost
-                            )
+        for notification in self.app.all_notifications():
+            if notification.topic.endswith(":Node.Registered"):
+                node = self._get(uuid.UUID(str(notification.originator_id)))
+                if node is not None:
+                    found.append(
+                        KnownNode(
+                            node.id, node.hostname, node.cpu_count, node.mem_total_mb, node.lost
                         )
-            start = batch[-1].id + 1
+                    )
         return found
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import Notification, Tracking
+from eventsourcing.persistence import Tracking
 
 from shipwreck_contracts import AppWatchChanged, DeploymentInitialized, Trigger, WebhookReceived
 from shipwreck_eventstore import ShipwreckApplication, process_once
@@ -203,17 +203,9 @@ class WatcherService:
     def recover(self) -> int:
         """Find the watched pairs in the store (at start-up)."""
         self.watched.clear()
-        for notification in self._all_notifications():
+        for notification in self.app.all_notifications():
             if notification.topic.endswith(":WatchedRepo.Registered"):
                 repo: object = self.app.repository.get(uuid.UUID(str(notification.originator_id)))
                 if isinstance(repo, WatchedRepo):
                     self._remember(repo)
         return len(self.watched)
-
-    def _all_notifications(self) -> list[Notification]:
-        out: list[Notification] = []
-        start = 1
-        while batch := self.app.process_recorder.select_notifications(start, 1000):
-            out.extend(batch)
-            start = batch[-1].id + 1
-        return out
