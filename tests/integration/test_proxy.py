@@ -148,3 +148,40 @@ def test_routes_lists_every_app_route(proxy: CaddyProxy) -> None:
     proxy.route("one", app_hosts("one", "localhost"), "127.0.0.1:1111")
     proxy.route("two", app_hosts("two", "localhost", "two.example.org"), "127.0.0.1:2222")
     assert proxy.routes() == {"one": "127.0.0.1:1111", "two": "127.0.0.1:2222"}
+
+
+def test_route_changes_reset_no_connecting_client(proxy: CaddyProxy) -> None:
+    """Each change replaces Caddy's listening socket; a client connecting at that moment
+    must still be served (the kernel hands it to the new socket, see `proxy`)."""
+    a, b = Upstream(b"a"), Upstream(b"b")
+    proxy.route("churn", app_hosts("churn", "localhost"), a.address)
+    errors: list[str] = []
+    served = [0]
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                status, _ = _get(proxy.http_port, "churn.localhost")
+            except OSError as e:  # a reset arrives as URLError or ConnectionResetError
+                errors.append(repr(e))
+                continue
+            if status == 200:
+                served[0] += 1
+            else:
+                errors.append(f"HTTP {status}")
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    try:
+        for i in range(150):
+            proxy.route("churn", app_hosts("churn", "localhost"), (b, a)[i % 2].address)
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join()
+        a.close()
+        b.close()
+    assert errors == [], (len(errors), errors[:3])
+    assert served[0] > 150  # clients were connecting throughout the changes

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from shipwreck_node.proxy import CaddyProxy
+from shipwreck_node.proxy import CaddyProxy, keep_connections_across_reloads
 from shipwreck_node.settings import NodeSettings
 from shipwreck_runtime import SettingsError, load_settings
 
@@ -44,6 +44,7 @@ def test_proxy_settings_default_to_plain_http_on_port_80() -> None:
     assert (settings.proxy_http_port, settings.proxy_https_port) == (80, None)
     assert settings.proxy_admin == "127.0.0.1:2019"
     assert (settings.drain_seconds, settings.keep_images) == (2.0, 5)
+    assert settings.proxy_migrate_connections is True
 
 
 def test_proxy_settings_come_from_the_environment() -> None:
@@ -56,8 +57,10 @@ def test_proxy_settings_come_from_the_environment() -> None:
             "SHIPWRECK_PROXY_ADMIN": "127.0.0.1:3019",
             "SHIPWRECK_DRAIN_SECONDS": "0.5",
             "SHIPWRECK_KEEP_IMAGES": "3",
+            "SHIPWRECK_PROXY_MIGRATE_CONNECTIONS": "false",
         },
     )
+    assert settings.proxy_migrate_connections is False
     assert settings.apps_domain == "apps.example.com"
     assert (settings.proxy_http_port, settings.proxy_https_port) == (8080, 8443)
     assert settings.proxy_admin == "127.0.0.1:3019"
@@ -77,3 +80,23 @@ def test_two_nodes_keep_their_caddy_state_apart() -> None:
     one, two = NodeSettings(node_name="one"), NodeSettings(node_name="two")
     assert one.proxy_dir != two.proxy_dir
     assert not one.proxy_dir.is_relative_to(one.node_work_dir)  # emptied at start-up
+
+
+def test_the_kernel_is_told_to_hand_waiting_connections_to_caddys_new_socket(
+    tmp_path: Path,
+) -> None:
+    sysctl = tmp_path / "tcp_migrate_req"
+    sysctl.write_text("0\n")
+    assert keep_connections_across_reloads(sysctl) is None
+    assert sysctl.read_text() == "1\n"
+    assert keep_connections_across_reloads(sysctl) is None  # already on: nothing written
+
+
+def test_a_kernel_setting_that_cannot_be_changed_is_explained(tmp_path: Path) -> None:
+    missing = keep_connections_across_reloads(tmp_path / "absent")
+    assert missing == f"{tmp_path / 'absent'} does not exist (Linux older than 5.14)"
+    # A directory stands in for a file that cannot be written.
+    (tmp_path / "dir").mkdir()
+    problem = keep_connections_across_reloads(tmp_path / "dir")
+    assert problem is not None
+    assert problem.startswith(f"{tmp_path / 'dir'} cannot be set to 1")

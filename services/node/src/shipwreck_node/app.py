@@ -113,6 +113,7 @@ def create_app(
             https_port=settings.proxy_https_port,
             state_dir=settings.proxy_dir,
             caddy_binary=settings.caddy_binary,
+            migrate_connections=settings.proxy_migrate_connections,
         )
     )
     routes = Routes(settings, runtime, router, probe)

@@ -5,6 +5,12 @@ and the app's own domain, proxying to the container serving it. Switching a rede
 is one config change to that route: Caddy applies it gracefully, so requests in flight
 finish on the old upstream and new ones go to the new one, with none dropped.
 
+Every config change makes Caddy open a new listening socket beside the old one
+(``SO_REUSEPORT``) and close the old one. Linux resets the connections still waiting in the
+closed socket's accept queue unless ``net.ipv4.tcp_migrate_req`` is 1 (Linux 5.14+), which
+hands them to the new socket instead: without it about one change in a few hundred resets a
+client that connected at that moment. The proxy turns it on before it configures Caddy.
+
 `CaddyProxy` speaks the admin API (blocking calls); `CaddyRouter` is the node's `Router`
 port over it, running each call in a worker thread.
 """
@@ -27,12 +33,38 @@ import anyio.to_thread
 
 from shipwreck_node.ports import ProxyError
 
-__all__ = ["SERVER", "CaddyProxy", "CaddyRouter", "ProxyError", "app_hosts", "route_id"]
+__all__ = [
+    "SERVER",
+    "CaddyProxy",
+    "CaddyRouter",
+    "ProxyError",
+    "app_hosts",
+    "keep_connections_across_reloads",
+    "route_id",
+]
 
 log = logging.getLogger(__name__)
 
 SERVER: Final = "shipwreck"
 ROUTE_PREFIX: Final = "shipwreck-app-"
+MIGRATE_REQ: Final = Path("/proc/sys/net/ipv4/tcp_migrate_req")
+
+
+def keep_connections_across_reloads(sysctl: Path = MIGRATE_REQ) -> str | None:
+    """Turn on ``net.ipv4.tcp_migrate_req`` for this network namespace.
+
+    Returns None when it is on, else why it could not be turned on (the caller warns:
+    route changes then may reset a client connecting at that moment).
+    """
+    try:
+        if sysctl.read_text().strip() == "1":
+            return None
+        sysctl.write_text("1\n")
+    except FileNotFoundError:
+        return f"{sysctl} does not exist (Linux older than 5.14)"
+    except OSError as e:
+        return f"{sysctl} cannot be set to 1 ({e.strerror or e}); run the node as root"
+    return None
 
 
 def route_id(app: str) -> str:
@@ -60,6 +92,8 @@ class CaddyProxy:
         state_dir: Path = Path(".shipwreck/caddy"),
         caddy_binary: str = "caddy",
         timeout: float = 5.0,
+        migrate_connections: bool = True,
+        sysctl: Path = MIGRATE_REQ,
     ) -> None:
         self.admin = admin
         self.http_port = http_port
@@ -67,6 +101,8 @@ class CaddyProxy:
         self.state_dir = state_dir
         self.caddy_binary = caddy_binary
         self.timeout = timeout
+        self.migrate_connections = migrate_connections
+        self.sysctl = sysctl
         self.process: subprocess.Popen[bytes] | None = None
         # A check of a route and its change must not interleave with another change from
         # this process (say, a stop's "remove only if still mine" and a redeploy's switch).
@@ -131,6 +167,14 @@ class CaddyProxy:
 
     def ensure_running(self) -> None:
         """Make sure Caddy answers and has Shipwreck's server block (start it if needed)."""
+        if self.migrate_connections:
+            problem = keep_connections_across_reloads(self.sysctl)
+            if problem is not None:
+                log.warning(
+                    "route changes may reset a client connecting at that moment: %s "
+                    "(or set SHIPWRECK_PROXY_MIGRATE_CONNECTIONS=false to stop trying)",
+                    problem,
+                )
         try:
             status, server = self._call("GET", f"/config/apps/http/servers/{SERVER}")
         except ProxyError:

@@ -37,7 +37,9 @@ class NodeSettings(CommonSettings, frozen=True, kw_only=True):
     turns Caddy's automatic HTTPS on (unset: plain HTTP only). ``SHIPWRECK_PROXY_ADMIN`` is
     Caddy's admin address, on loopback; the node starts Caddy (``SHIPWRECK_CADDY_BINARY``)
     when nothing answers there, and stops it again when it stops. Each node on a machine
-    needs its own ports and admin address. A container that loses its route (superseded,
+    needs its own ports and admin address. ``SHIPWRECK_PROXY_MIGRATE_CONNECTIONS`` (default
+    true) sets ``net.ipv4.tcp_migrate_req`` so that Caddy's config changes reset no waiting
+    connection (see ``proxy``). A container that loses its route (superseded,
     stopped, cancelled) gets ``SHIPWRECK_DRAIN_SECONDS`` to finish the requests it has
     before it is stopped.
 
@@ -74,6 +76,7 @@ class NodeSettings(CommonSettings, frozen=True, kw_only=True):
     proxy_https_port: Port | None = None
     proxy_admin: str = "127.0.0.1:2019"
     caddy_binary: str = "caddy"
+    proxy_migrate_connections: bool = True
     drain_seconds: Seconds = 2.0
 
     keep_images: Count = 5
