@@ -24,6 +24,7 @@ from aiormq.exceptions import AMQPError
 from faststream.rabbit import RabbitBroker
 from litestar import Litestar, Request, Response, get, post
 from litestar.enums import ScopeType
+from litestar.params import FromPath
 from litestar.types import Scope
 from strawberry.litestar import make_graphql_controller
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
@@ -256,7 +257,9 @@ def create_app(
                 break
 
     @post("/webhooks/{provider:str}", status_code=202)
-    async def webhook(provider: str, request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
+    async def webhook(
+        provider: FromPath[str], request: Request[Any, Any, Any]
+    ) -> Response[dict[str, str]]:
         """A push from GitHub, Gitea or GitLab: verified here, judged by the watcher's ledger.
 
         No bearer token: the webhook secret (``SHIPWRECK_WEBHOOK_SECRET``) authenticates it.
