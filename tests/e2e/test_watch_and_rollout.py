@@ -165,9 +165,7 @@ def test_watched_commits_roll_out_without_downtime_broken_ones_never_replace_and
 ) -> None:
     v1 = rig.git.publish_app(APP, APP, overrides={"Shipwreck.toml": _manifest("v1")})
     first = _running(rig, rig.api.deploy(rig.git.url(APP)))
-    # The watcher's first look at the branch is its baseline. A commit pushed before that
-    # look would be taken for the baseline and never deployed (the watcher does not learn
-    # which commit the first deployment built: a known gap), so wait for it.
+    # The commit the first deployment built is the watcher's baseline.
     _ledger_until(
         rig.api,
         lambda entries: any(e["kind"] == "COMMIT_OBSERVED" and e["commit"] == v1 for e in entries),
@@ -296,6 +294,30 @@ def hooked(platform: Platform, git_server: GitServer) -> Iterator[Rig]:
     wait_for_nodes(api, 1)
     yield Rig(api, git_server, platform, port)
     api.client.close()
+
+
+def test_a_commit_pushed_while_the_first_deployment_builds_is_deployed_next(rig: Rig) -> None:
+    """Whether the watcher's first check comes before or after the push, the commit the
+    first deployment built is the baseline, so the pushed commit is a change."""
+    v1 = rig.git.publish_app(APP, APP, overrides={"Shipwreck.toml": _manifest("v1")})
+    first_id = rig.api.deploy(rig.git.url(APP))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        built = rig.api.gql("query($id: ID!) { deployment(id: $id) { commit } }", id=first_id)
+        if built["deployment"]["commit"]:
+            break
+        time.sleep(0.05)
+    assert built["deployment"]["commit"] == v1
+    v2 = rig.git.publish_app(APP, APP, overrides={"Shipwreck.toml": _manifest("v2")})
+    assert _running(rig, first_id)["commit"] == v1
+    second = _running(rig, _wait_for_new_deployment(rig, {first_id}, seconds=60))
+    assert (second["trigger"], second["commit"]) == ("WATCH", v2)
+    assert _current(rig) == second["id"]
+    entries = _ledger_until(
+        rig.api, lambda entries: any(e["reason"].startswith("new commit") for e in entries)
+    )
+    baselines = [e for e in entries if e["reason"].startswith("baseline: ")]
+    assert [(e["commit"], e["kind"]) for e in baselines] == [(v1, "COMMIT_OBSERVED")]
 
 
 def test_a_signed_webhook_deploys_at_once_and_rollback_sticks(hooked: Rig) -> None:

@@ -77,7 +77,11 @@ def _deployment(service: OrchestratorService, deployment_id: uuid.UUID) -> Deplo
 
 
 def _run_to(
-    service: OrchestratorService, cmd: RequestDeployment, clock: Clock, node: uuid.UUID = NODE
+    service: OrchestratorService,
+    cmd: RequestDeployment,
+    clock: Clock,
+    node: uuid.UUID = NODE,
+    commit: str = SHA,
 ) -> None:
     service.request_deployment(cmd, None)
     service.placement_decided(
@@ -93,7 +97,11 @@ def _run_to(
     for stage in (Stage.CLONING, Stage.BUILDING, Stage.STARTING):
         service.stage_reported(
             StageReported(
-                deployment_id=cmd.deployment_id, node_id=node, stage=stage, commit=SHA, at=clock.now
+                deployment_id=cmd.deployment_id,
+                node_id=node,
+                stage=stage,
+                commit=commit,
+                at=clock.now,
             ),
             None,
         )
@@ -101,7 +109,7 @@ def _run_to(
         WorkSucceeded(
             deployment_id=cmd.deployment_id,
             node_id=node,
-            commit=SHA,
+            commit=commit,
             image="img",
             container_id="c1",
             url="http://127.0.0.1:1234/",
@@ -434,6 +442,56 @@ def test_rollback_runs_an_earlier_build_again(service: OrchestratorService, cloc
     scheduled = list(service.app.events.get(back))[-1]
     work = [getattr(m, "message", m) for m in translate(scheduled)]
     assert [w.image for w in work if isinstance(w, DeployWork)] == ["img"]
+
+
+def test_a_rollback_names_the_commit_the_app_ran_until_then(
+    service: OrchestratorService, clock: Clock
+) -> None:
+    from shipwreck_contracts import DeploymentInitialized, RollbackApp
+
+    first, second = _request(), _request()
+    _run_to(service, first, clock)
+    _run_to(service, second, clock, commit="e" * 40)  # deployed by hand, a newer commit
+    back = uuid.uuid4()
+    service.rollback(
+        RollbackApp(
+            app="scapegoat",
+            deployment_id=first.deployment_id,
+            new_deployment_id=back,
+            actor="admin",
+            requested_at=clock.now,
+        ),
+        None,
+    )
+    (initialized,) = [
+        m
+        for e in service.app.events.get(back)
+        for m in translate(e)
+        if isinstance(m, DeploymentInitialized)
+    ]
+    assert (initialized.commit, initialized.rolled_back_from) == (SHA, "e" * 40)
+
+
+def test_a_new_commit_skips_the_apps_rolled_back_away_from_it(
+    service: OrchestratorService, clock: Clock
+) -> None:
+    from shipwreck_contracts import RepoChanged, Trigger
+
+    service.request_deployment(_request(), None)
+    service.request_deployment(_request(app="scapegoat-b"), None)
+    service.repo_changed(
+        RepoChanged(
+            repo_url="https://github.com/ethanshry/scapegoat",
+            branch="main",
+            commit="f" * 40,
+            trigger=Trigger.WATCH,
+            detected_at=clock.now,
+            held=["scapegoat"],
+        ),
+        None,
+    )
+    fresh = [d for d in service.in_progress if _deployment(service, d).commit == "f" * 40]
+    assert [_deployment(service, d).app for d in fresh] == ["scapegoat-b"]
 
 
 def test_rollback_to_a_deployment_that_never_ran_is_refused(

@@ -19,14 +19,17 @@ from eventsourcing.persistence import StoredEvent
 from shipwreck_contracts import (
     AppWatchChanged,
     DeploymentInitialized,
+    DeploymentProgressed,
     LedgerEntryRecorded,
     RepoChanged,
+    Stage,
     Trigger,
     WebhookReceived,
 )
 from shipwreck_eventstore import StoreConfig
 from shipwreck_watcher.poller import Poller
 from shipwreck_watcher.remote import DulwichLister, RemoteError
+from shipwreck_watcher.domain import watched_repo_id
 from shipwreck_watcher.service import Watcher, WatcherService
 from shipwreck_watcher.translate import translate
 from tests.support.gitdaemon import GitServer
@@ -458,3 +461,140 @@ def test_deliveries_recorded_before_providers_were_kept_read_with_none(
     (entry,) = translate(event)
     assert isinstance(entry, LedgerEntryRecorded)
     assert (entry.kind, entry.provider, entry.delivery_id) == ("WEBHOOK_REJECTED", None, "old-1")
+
+
+def _built(app: str, commit: str, deployment_id: uuid.UUID | None = None) -> DeploymentProgressed:
+    return DeploymentProgressed(
+        deployment_id=deployment_id or uuid.uuid4(),
+        app=app,
+        stage=Stage.BUILDING,
+        node_id=uuid.uuid4(),
+        commit=commit,
+        at=AT,
+    )
+
+
+def test_a_commit_pushed_before_the_first_check_is_deployed_when_the_check_came_first(
+    service: WatcherService,
+) -> None:
+    """The deploy that began the watch built 1; 2 was pushed before the first check."""
+    url = "git://example.org/race.git"
+    _watch(service, "race", url)
+    assert service.observe(url, "main", "2" * 40, Trigger.WATCH) is True  # provisional
+    assert _repo_changes(service) == []
+    # The first deployment's build report settles the baseline on what it built, and
+    # asks for a check of the pair at once.
+    pair = service.deployment_built(_built("race", "1" * 40), None)
+    assert pair == watched_repo_id(url, "main")
+    assert service.observe(url, "main", "2" * 40, Trigger.WATCH) is True
+    assert [(c.commit, c.previous) for c in _repo_changes(service)] == [("2" * 40, "1" * 40)]
+    reasons = [(e.commit, e.reason) for e in _ledger(service)]
+    assert reasons == [
+        (
+            "2" * 40,
+            "provisional baseline (the head at the first check; the commit the first "
+            "deployment builds settles it)",
+        ),
+        (
+            "1" * 40,
+            f"baseline: the commit race's first deployment built (the first check had seen "
+            f"{'2' * 12}, which the next check deploys)",
+        ),
+        ("2" * 40, f"new commit after {'1' * 40}"),
+    ]
+    # Later builds settle nothing: the baseline is settled.
+    assert service.deployment_built(_built("race", "1" * 40), None) is None
+    assert service.unsettled == {}
+
+
+def test_a_commit_pushed_before_the_first_check_is_deployed_when_the_build_came_first(
+    service: WatcherService,
+) -> None:
+    url = "git://example.org/race2.git"
+    _watch(service, "race2", url)
+    assert service.deployment_built(_built("race2", "1" * 40), None) is None  # no check yet
+    assert service.observe(url, "main", "2" * 40, Trigger.WATCH) is True
+    assert [c.commit for c in _repo_changes(service)] == ["2" * 40]
+
+
+def test_a_first_check_that_found_what_the_deployment_built_deploys_nothing(
+    service: WatcherService,
+) -> None:
+    url = "git://example.org/same.git"
+    _watch(service, "same", url)
+    service.observe(url, "main", "1" * 40, Trigger.WATCH)
+    assert service.deployment_built(_built("same", "1" * 40), None) is None
+    assert service.observe(url, "main", "1" * 40, Trigger.WATCH) is False
+    assert _repo_changes(service) == []
+    assert service.unsettled == {}
+
+
+def test_a_rollback_build_never_settles_a_baseline(service: WatcherService) -> None:
+    url = "git://example.org/rb.git"
+    _watch(service, "rb", url)
+    service.observe(url, "main", "2" * 40, Trigger.WATCH)
+    rollback = _rollback("rb", url, "1" * 40)
+    service.rollback_started(rollback, None)
+    assert service.deployment_built(_built("rb", "1" * 40, rollback.deployment_id), None) is None
+    assert service.observe(url, "main", "2" * 40, Trigger.WATCH) is False
+
+
+def test_unsettled_baselines_are_recovered_from_the_store(tmp_path: Path) -> None:
+    url = "git://example.org/rec.git"
+    first = Watcher(StoreConfig(state_dir=str(tmp_path)))
+    before = WatcherService(first, clock=lambda: AT)
+    _watch(before, "rec", url)
+    before.observe(url, "main", "2" * 40, Trigger.WATCH)
+    first.close()
+    again = Watcher(StoreConfig(state_dir=str(tmp_path)))
+    try:
+        after = WatcherService(again, clock=lambda: AT)
+        after.recover()
+        assert after.unsettled == {"rec": watched_repo_id(url, "main")}
+        assert after.deployment_built(_built("rec", "1" * 40), None) is not None
+    finally:
+        again.close()
+
+
+def test_a_rollback_from_a_commit_no_check_saw_is_not_undone_by_the_next_check(
+    service: WatcherService,
+) -> None:
+    """1 was the head; 2 was deployed by hand before any check saw it; then the app was
+    rolled back to 1, away from 2."""
+    url = "git://example.org/hand.git"
+    _watch(service, "hand", url)
+    _watch(service, "other", url)
+    service.observe(url, "main", "1" * 40, Trigger.WATCH)
+    service.deployment_built(_built("hand", "1" * 40), None)
+    rollback = msgspec.structs.replace(_rollback("hand", url, "1" * 40), rolled_back_from="2" * 40)
+    assert service.rollback_started(rollback, None) is True
+    assert _ledger(service)[-1].reason == (
+        f"hand rolled back to {'1' * 12}: {'2' * 12}, which it ran, is not deployed again "
+        "until the branch moves"
+    )
+    # The check that finds 2 records it and holds the rolled-back app; the other app gets it.
+    assert service.observe(url, "main", "2" * 40, Trigger.WATCH) is True
+    (change,) = _repo_changes(service)
+    assert (change.commit, change.held) == ("2" * 40, ["hand"])
+    assert _ledger(service)[-1].reason == (
+        f"new commit after {'1' * 40}; not deployed to hand (rolled back away from it)"
+    )
+    # A webhook for 2 names nothing new; the pin holds until the branch moves on.
+    service.webhook(_hook("two", url, commit="2" * 40), None)
+    assert _ledger(service)[-1].reason == "commit already seen (no new deployment)"
+    assert service.observe(url, "main", "3" * 40, Trigger.WATCH) is True
+    assert [(c.commit, c.held) for c in _repo_changes(service)][-1] == ("3" * 40, [])
+
+
+def test_a_commit_every_watching_app_was_rolled_back_from_is_announced_to_none(
+    service: WatcherService,
+) -> None:
+    url = "git://example.org/alone.git"
+    _watch(service, "alone", url)
+    service.observe(url, "main", "1" * 40, Trigger.WATCH)
+    rollback = msgspec.structs.replace(_rollback("alone", url, "1" * 40), rolled_back_from="2" * 40)
+    service.rollback_started(rollback, None)
+    service.webhook(_hook("hand", url, commit="2" * 40), None)
+    assert _ledger(service)[-1].reason == f"commit pinned by a rollback (alone runs {'1' * 12})"
+    assert service.observe(url, "main", "2" * 40, Trigger.WATCH) is True
+    assert _repo_changes(service) == []

@@ -74,7 +74,11 @@ class DeploymentRequested(Message, tag="deployment.requested.v1", frozen=True, k
 
 
 class DeploymentInitialized(Message, tag="deployment.initialized.v1", frozen=True, kw_only=True):
-    """The orchestrator accepted the request and bound it to an app (status INITIALIZED)."""
+    """The orchestrator accepted the request and bound it to an app (status INITIALIZED).
+
+    For a rollback, ``rolled_back_from`` is the commit the app ran when it was rolled back
+    (the watcher does not deploy it to the app again until the branch moves on).
+    """
 
     deployment_id: uuid.UUID
     app: AppName
@@ -83,6 +87,7 @@ class DeploymentInitialized(Message, tag="deployment.initialized.v1", frozen=Tru
     trigger: Trigger
     commit: CommitSha | None = None
     at: AwareDatetime
+    rolled_back_from: CommitSha | None = None
 
 
 class DeploymentScheduled(Message, tag="deployment.scheduled.v1", frozen=True, kw_only=True):

@@ -8,7 +8,7 @@ import msgspec
 
 from .base import Message
 from .enums import Trigger
-from .values import AwareDatetime, BranchName, CommitSha, RepoUrl
+from .values import AppName, AwareDatetime, BranchName, CommitSha, RepoUrl
 
 DeliveryId = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 
@@ -18,6 +18,8 @@ class RepoChanged(Message, tag="repo.changed.v1", frozen=True, kw_only=True):
 
     ``trigger`` is WATCH (found by polling) or WEBHOOK (announced by the Git host, then
     ``delivery_id`` is the host's delivery id). ``previous`` is the commit seen before, if any.
+    ``held`` are the apps watching the branch that must not get this commit: they were
+    rolled back away from it.
     """
 
     repo_url: RepoUrl
@@ -27,6 +29,7 @@ class RepoChanged(Message, tag="repo.changed.v1", frozen=True, kw_only=True):
     trigger: Trigger
     delivery_id: DeliveryId | None = None
     detected_at: AwareDatetime
+    held: list[AppName] = []
 
 
 class WebhookReceived(Message, tag="repo.webhook-received.v1", frozen=True, kw_only=True):
@@ -54,7 +57,8 @@ class WebhookReceived(Message, tag="repo.webhook-received.v1", frozen=True, kw_o
 class LedgerEntryRecorded(Message, tag="repo.ledger-entry.v1", frozen=True, kw_only=True):
     """One line of the trigger ledger: what the watcher saw or was told, and what it did.
 
-    ``kind`` is COMMIT_OBSERVED (by polling, the first one a baseline), WEBHOOK_ACCEPTED,
+    ``kind`` is COMMIT_OBSERVED (by polling, or the baseline: the commit the first
+    deployment built), WEBHOOK_ACCEPTED,
     WEBHOOK_REJECTED (``reason`` says why: bad signature, branch not watched, duplicate
     delivery, commit pinned by a rollback, ...) or ROLLBACK_PINNED (an app was rolled back:
     the branch head is not deployed again; the next commit pushed is). ``apps`` are the

@@ -14,6 +14,7 @@ from shipwreck_contracts import (
     DeploymentCancelled,
     DeploymentErrored,
     DeploymentInitialized,
+    DeploymentProgressed,
     DeploymentRunning,
     DeploymentStopped,
     DeploymentSuperseded,
@@ -99,7 +100,14 @@ SCHEDULER_PLACEMENT = TOPOLOGY.add(
 
 WATCHER_APPS = TOPOLOGY.add(
     "watcher.apps",
-    _tags(AppWatchChanged, WebhookReceived, DeploymentInitialized, ReplayRequested),
+    _tags(
+        AppWatchChanged,
+        WebhookReceived,
+        DeploymentInitialized,
+        DeploymentProgressed,
+        ReplayRequested,
+    ),
 )
 """Which apps watch which (repository, branch), webhooks the api received, deployments
-(a rollback pins its app in the ledger), and replay requests for the ledger."""
+(a rollback pins its app in the ledger; the commit the first deployment builds is the
+baseline of its branch), and replay requests for the ledger."""

@@ -247,7 +247,8 @@ class LedgerEntry:
 
     @strawberry.field(
         description=(
-            "COMMIT_OBSERVED (by polling; the first is a baseline), WEBHOOK_ACCEPTED, "
+            "COMMIT_OBSERVED (by polling, or the baseline: the commit the first deployment "
+            "built), WEBHOOK_ACCEPTED, "
             "WEBHOOK_REJECTED or ROLLBACK_PINNED."
         )
     )

@@ -84,8 +84,11 @@ class Deployment(Aggregate):
 
     # --- acceptance and placement ---------------------------------------------------------
 
-    def accept(self, app: str, at: datetime) -> bool:
-        """REQUESTED -> INITIALIZED under ``app``, and ask for a node (attempt 1)."""
+    def accept(self, app: str, at: datetime, rolled_back_from: str | None = None) -> bool:
+        """REQUESTED -> INITIALIZED under ``app``, and ask for a node (attempt 1).
+
+        A rollback names the commit the app ran until then (``rolled_back_from``).
+        """
         if self.status is not S.REQUESTED:
             return False
         # Events carry what their integration messages announce (denormalised on purpose:
@@ -97,6 +100,7 @@ class Deployment(Aggregate):
             trigger=self.trigger,
             commit=self.commit,
             at=at,
+            rolled_back_from=rolled_back_from,
         )
         self._placement_requested(app=app, attempt=1, at=at)
         return True
@@ -110,6 +114,7 @@ class Deployment(Aggregate):
         trigger: Trigger,
         commit: str | None,
         at: datetime,
+        rolled_back_from: str | None = None,  # added later; earlier events named none
     ) -> None:
         self.app = app
         self._move(S.INITIALIZED, at)

@@ -215,8 +215,8 @@ class OrchestratorService:
             now = self.clock()
             for name in index.apps:
                 app = self._get(app_id(name))
-                if not isinstance(app, App) or not app.watching:
-                    continue
+                if not isinstance(app, App) or not app.watching or name in msg.held:
+                    continue  # not watching, or rolled back away from this very commit
                 deployment_id = uuid.uuid5(app.id, f"commit/{msg.commit}")
                 if self._get(deployment_id) is not None:
                     continue
@@ -248,8 +248,8 @@ class OrchestratorService:
         """Run an earlier deployment's build of the app again (trigger ROLLBACK).
 
         It goes through placement and the same zero-downtime takeover as any deployment.
-        The watcher's ledger already holds the newer head, so the next poll does not undo
-        the rollback; a newer commit deploys normally.
+        It names the commit the app ran until then: the watcher pins the app away from it,
+        so no poll or webhook undoes the rollback; a newer commit deploys normally.
         """
         touched: list[Deployment] = []
 
@@ -284,7 +284,13 @@ class OrchestratorService:
                     now,
                 )
             else:
-                deployment.accept(cmd.app, now)
+                app = self._get(app_id(cmd.app))
+                current = (
+                    self._deployment(app.current) if isinstance(app, App) and app.current else None
+                )
+                deployment.accept(
+                    cmd.app, now, rolled_back_from=current.commit if current else None
+                )
             return [deployment]
 
         recorded = process_once(self.app, tracking, decide)

@@ -59,6 +59,7 @@ def translate(e: Any) -> list[Outgoing]:
                     trigger=e.trigger,
                     commit=e.commit,
                     at=e.at,
+                    rolled_back_from=getattr(e, "rolled_back_from", None),
                 )
             ]
         case "Deployment.PlacementRequested":

@@ -12,6 +12,7 @@ from faststream.rabbit import RabbitBroker
 from shipwreck_contracts import (
     AppWatchChanged,
     DeploymentInitialized,
+    DeploymentProgressed,
     ReplayRequested,
     Trigger,
     WebhookReceived,
@@ -86,6 +87,18 @@ def create_app(
             await anyio.to_thread.run_sync(
                 service.rollback_started, msg, tracking_from_headers(headers)
             )
+
+    @apps(filter=tag_filter(DeploymentProgressed))
+    async def on_deployment_progressed(
+        msg: DeploymentProgressed, headers: dict[str, Any] = message_headers(broker)
+    ) -> None:
+        if not service.may_settle(msg):  # nearly every report: nothing to do
+            return
+        pair = await anyio.to_thread.run_sync(
+            service.deployment_built, msg, tracking_from_headers(headers)
+        )
+        if pair is not None:
+            poller.check_soon(pair)  # a poll had seen a newer head: deploy it now
 
     @apps(filter=tag_filter(ReplayRequested))
     async def on_replay(msg: ReplayRequested) -> None:

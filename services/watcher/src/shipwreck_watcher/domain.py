@@ -35,9 +35,13 @@ class WatchedRepo(Aggregate):
         self.branch = branch
         self.apps: set[str] = set()
         self.head: str | None = None
-        # Apps rolled back while the head stayed where it is (app -> the commit it runs),
+        # A head only a poll has seen, before the deployment that began the watch said which
+        # commit it built: that commit, not whatever the first poll found, is the baseline.
+        self.provisional = False
+        # Rolled-back apps: app -> (the commit it runs, the commits no poll or webhook
+        # deploys to it again: the head when it was rolled back, and the commit it ran),
         # and every rollback deployment already pinned (a rescheduled one is announced again).
-        self.pins: dict[str, str] = {}
+        self.pins: dict[str, tuple[str, frozenset[str]]] = {}
         self.rollbacks: set[uuid.UUID] = set()
 
     @property
@@ -66,9 +70,10 @@ class WatchedRepo(Aggregate):
     def observe(self, commit: str, trigger: Trigger, delivery_id: str | None, at: datetime) -> bool:
         """Record the branch head ``commit``; True when it is new.
 
-        The first head a poll sees is a baseline (the deploy that started the watch built
-        it), not a change: only later commits trigger deployments. A webhook is always news:
-        the Git host says the branch moved.
+        The first head a poll sees is a provisional baseline, not a change: the deploy that
+        began the watch built the branch, and the commit it built settles the baseline
+        (`settle`). A webhook is always news: the Git host says the branch moved. Apps
+        rolled back away from ``commit`` are held: it is not deployed to them.
         """
         if commit == self.head:
             return False
@@ -82,6 +87,7 @@ class WatchedRepo(Aggregate):
             delivery_id=delivery_id,
             apps=sorted(self.apps),
             at=at,
+            held=sorted(self.pinned(commit)),
         )
         return True
 
@@ -97,16 +103,66 @@ class WatchedRepo(Aggregate):
         delivery_id: str | None,
         apps: list[str],
         at: datetime,
+        held: list[str] | None = None,  # added later: events before it held no app
     ) -> None:
         self.head = commit
-        self.pins = {}  # the branch moved: every app deploys the new commit
+        self.provisional = baseline
+        # The branch moved: every pin is lifted but those of apps rolled back away from
+        # exactly this commit (they stay where they are until the branch moves on).
+        self.pins = {app: pin for app, pin in self.pins.items() if commit in pin[1]}
 
-    def pin(self, app: str, commit: str, deployment_id: uuid.UUID, at: datetime) -> bool:
-        """Record that ``app`` was rolled back to ``commit`` by deployment ``deployment_id``.
+    def settle(self, app: str, commit: str, at: datetime) -> bool:
+        """The deployment that began ``app``'s watch built ``commit``: make it the baseline.
 
-        The recorded head does not move, so no poll deploys it again, and a webhook that
-        announces it is rejected as pinned; the next commit on the branch lifts the pin and
-        deploys as usual. An app that does not watch the branch has nothing to pin.
+        Only while no baseline is settled (no poll yet, or only a provisional one) and only
+        for an app watching this branch. True when the recorded head changed: a poll that
+        had found a newer head took it for the baseline, and the next check deploys it.
+        """
+        if app not in self.apps or (self.head is not None and not self.provisional):
+            return False
+        moved = self.head is not None and self.head != commit
+        self._baseline_settled(
+            repo_url=self.repo_url,
+            branch=self.branch,
+            app=app,
+            commit=commit,
+            previous=self.head,
+            apps=sorted(self.apps),
+            at=at,
+        )
+        return moved
+
+    @event("BaselineSettled")
+    def _baseline_settled(
+        self,
+        repo_url: str,
+        branch: str,
+        app: str,
+        commit: str,
+        previous: str | None,
+        apps: list[str],
+        at: datetime,
+    ) -> None:
+        self.head = commit
+        self.provisional = False
+
+    def pin(
+        self,
+        app: str,
+        commit: str,
+        deployment_id: uuid.UUID,
+        at: datetime,
+        away_from: str | None = None,
+    ) -> bool:
+        """Record that ``app`` was rolled back to ``commit`` by deployment ``deployment_id``,
+        away from ``away_from`` (the commit it ran, when known).
+
+        No poll or webhook deploys the recorded head or ``away_from`` to the app again: the
+        head does not move, so no check sees it as new and a webhook naming it is rejected;
+        a commit the watcher has not seen yet (deployed by hand before any check) is
+        recorded by the check that finds it, which holds the app. The next other commit
+        lifts the pin and deploys as usual. An app that does not watch the branch has
+        nothing to pin.
         """
         if deployment_id in self.rollbacks or app not in self.apps:
             return False
@@ -118,6 +174,7 @@ class WatchedRepo(Aggregate):
             head=self.head,
             deployment_id=deployment_id,
             at=at,
+            away_from=away_from,
         )
         return True
 
@@ -131,13 +188,14 @@ class WatchedRepo(Aggregate):
         head: str | None,
         deployment_id: uuid.UUID,
         at: datetime,
+        away_from: str | None = None,  # added later: earlier pins named only the head
     ) -> None:
-        self.pins[app] = commit
+        self.pins[app] = (commit, frozenset(c for c in (head, away_from) if c))
         self.rollbacks.add(deployment_id)
 
     def pinned(self, commit: str) -> dict[str, str]:
-        """The rolled-back apps (and the commit each runs) that keep ``commit`` undeployed."""
-        return dict(self.pins) if commit == self.head else {}
+        """The rolled-back apps (and the commit each runs) that ``commit`` is not deployed to."""
+        return {app: runs for app, (runs, away) in self.pins.items() if commit in away}
 
 
 def repo_key(url: str) -> str:

@@ -58,6 +58,11 @@ class Poller:
             del self.due[gone]
         return ready
 
+    def check_soon(self, repo_id: uuid.UUID) -> None:
+        """Check ``repo_id`` at the next tick instead of at its turn."""
+        if self.due.get(repo_id) != float("inf"):  # not while a check of it runs
+            self.due[repo_id] = self.monotonic()
+
     async def check(self, repo_id: uuid.UUID) -> bool:
         """Ask the remote for the head of one pair and record it; True on a new commit."""
         pair = self.service.watched.get(repo_id)

@@ -10,7 +10,13 @@ from typing import Any
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import Tracking
 
-from shipwreck_contracts import AppWatchChanged, DeploymentInitialized, Trigger, WebhookReceived
+from shipwreck_contracts import (
+    AppWatchChanged,
+    DeploymentInitialized,
+    DeploymentProgressed,
+    Trigger,
+    WebhookReceived,
+)
 from shipwreck_eventstore import ShipwreckApplication, process_once
 from shipwreck_watcher.domain import (
     Delivery,
@@ -37,6 +43,10 @@ class WatcherService:
         # an unchanged head (nearly every check) is then decided without reading the store.
         self.watched: dict[uuid.UUID, tuple[str, str]] = {}
         self.heads: dict[uuid.UUID, str | None] = {}
+        # Watching apps whose branch has no settled baseline yet (app -> its pair), and
+        # the rollback deployments seen: what a build report needs, without the store.
+        self.unsettled: dict[str, uuid.UUID] = {}
+        self.rollbacks: set[uuid.UUID] = set()
 
     def _get(self, repo_url: str, branch: str) -> WatchedRepo | None:
         try:
@@ -52,6 +62,15 @@ class WatcherService:
         else:
             self.watched.pop(repo.id, None)
             self.heads.pop(repo.id, None)
+        for app, pair in list(self.unsettled.items()):
+            if pair == repo.id and app not in repo.apps:
+                del self.unsettled[app]
+        for app in repo.apps:
+            if repo.head is None or repo.provisional:
+                self.unsettled[app] = repo.id
+            elif self.unsettled.get(app) == repo.id:
+                del self.unsettled[app]
+        self.rollbacks |= repo.rollbacks
 
     def app_watch_changed(self, msg: AppWatchChanged, tracking: Tracking | None) -> bool:
         """An app started or stopped watching its branch."""
@@ -83,18 +102,24 @@ class WatcherService:
             return False
         changed: list[bool] = []
 
+        touched: list[WatchedRepo] = []
+
         def decide() -> list[WatchedRepo]:
             changed.clear()
+            touched.clear()
             repo = self._get(repo_url, branch)
             if repo is None or not repo.watched:
                 return []
             if repo.observe(commit, trigger, delivery_id, self.clock()):
                 changed.append(True)
+                touched.append(repo)
                 return [repo]
             return []
 
         process_once(self.app, None, decide)
         self.heads[repo_id] = commit
+        for repo in touched:
+            self._remember(repo)
         return bool(changed)
 
     def pairs_of(self, urls: list[str]) -> list[WatchedRepo]:
@@ -158,7 +183,7 @@ class WatcherService:
                 delivery.reject("the payload names no commit", branch, apps_of_repo, now)
                 return [delivery]
             pins = [p.pinned(msg.commit) for p in matching]
-            if all(pins):
+            if all(set(pin) >= p.apps for pin, p in zip(pins, matching, strict=True)):
                 held = ", ".join(f"{a} runs {c[:12]}" for pin in pins for a, c in pin.items())
                 reason = f"commit pinned by a rollback ({held})"
                 delivery.reject(reason, branch, sorted({a for p in matching for a in p.apps}), now)
@@ -174,8 +199,10 @@ class WatcherService:
             return [*moved, delivery]
 
         recorded = process_once(self.app, tracking, decide)
-        for url, branch, commit in observed:
-            self.heads[watched_repo_id(url, branch)] = commit
+        for url, branch, _commit in observed:
+            repo = self._get(url, branch)
+            if repo is not None:
+                self._remember(repo)
         return recorded
 
     def rollback_started(self, msg: DeploymentInitialized, tracking: Tracking | None) -> bool:
@@ -187,11 +214,57 @@ class WatcherService:
 
         def decide() -> list[WatchedRepo]:
             repo = self._get(msg.repo_url, msg.branch)
-            if repo is None or not repo.pin(msg.app, commit, msg.deployment_id, msg.at):
+            if repo is None or not repo.pin(
+                msg.app, commit, msg.deployment_id, msg.at, msg.rolled_back_from
+            ):
                 return []
             return [repo]
 
-        return process_once(self.app, tracking, decide)
+        recorded = process_once(self.app, tracking, decide)
+        self.rollbacks.add(msg.deployment_id)
+        return recorded
+
+    def may_settle(self, msg: DeploymentProgressed) -> bool:
+        """Whether a build report can settle a baseline (decided in memory)."""
+        return (
+            msg.commit is not None
+            and msg.app in self.unsettled
+            and msg.deployment_id not in self.rollbacks
+        )
+
+    def deployment_built(
+        self, msg: DeploymentProgressed, tracking: Tracking | None
+    ) -> uuid.UUID | None:
+        """A deployment resolved its commit: the first one of a watching app settles the
+        baseline of its branch. Returns the pair to check at once when the head the watcher
+        had recorded moved back to it (a poll had seen a newer head first).
+
+        Nearly every report is decided in memory (only branches without a settled
+        baseline care, and never about a rollback's build).
+        """
+        commit = msg.commit
+        repo_id = self.unsettled.get(msg.app)
+        if commit is None or repo_id is None or not self.may_settle(msg):
+            return None
+        touched: list[WatchedRepo] = []
+        moved: list[bool] = []
+
+        def decide() -> list[WatchedRepo]:
+            touched.clear()
+            moved.clear()
+            repo: object = self.app.repository.get(repo_id)
+            if not isinstance(repo, WatchedRepo):
+                return []
+            moved.append(repo.settle(msg.app, commit, msg.at))
+            if not repo.pending_events:
+                return []
+            touched.append(repo)
+            return [repo]
+
+        recorded = process_once(self.app, tracking, decide)
+        for repo in touched:
+            self._remember(repo)
+        return repo_id if recorded and any(moved) else None
 
     def _get_delivery(self, provider: str, delivery_id: str) -> Delivery | None:
         try:
@@ -203,6 +276,9 @@ class WatcherService:
     def recover(self) -> int:
         """Find the watched pairs in the store (at start-up)."""
         self.watched.clear()
+        self.heads.clear()
+        self.unsettled.clear()
+        self.rollbacks.clear()
         for notification in self.app.all_notifications():
             if notification.topic.endswith(":WatchedRepo.Registered"):
                 repo: object = self.app.repository.get(uuid.UUID(str(notification.originator_id)))

@@ -13,7 +13,8 @@ def translate(e: Any) -> list[Outgoing]:
     kind = type(e).__qualname__
     if kind == "WatchedRepo.CommitObserved":
         out: list[Outgoing] = []
-        if not e.baseline:
+        held: list[str] = getattr(e, "held", None) or []  # not recorded by earlier versions
+        if not e.baseline and not set(e.apps) <= set(held):
             out.append(
                 RepoChanged(
                     repo_url=e.repo_url,
@@ -23,9 +24,18 @@ def translate(e: Any) -> list[Outgoing]:
                     trigger=e.trigger,
                     delivery_id=e.delivery_id,
                     detected_at=e.at,
+                    held=held,
                 )
             )
         if e.trigger is Trigger.WATCH:
+            reason = (
+                "provisional baseline (the head at the first check; the commit the first "
+                "deployment builds settles it)"
+                if e.baseline
+                else f"new commit after {e.previous}"
+            )
+            if held:
+                reason += f"; not deployed to {', '.join(held)} (rolled back away from it)"
             out.append(
                 LedgerEntryRecorded(
                     repo_url=e.repo_url,
@@ -33,14 +43,32 @@ def translate(e: Any) -> list[Outgoing]:
                     apps=e.apps,
                     kind="COMMIT_OBSERVED",
                     commit=e.commit,
-                    reason="baseline (the head when watching began)"
-                    if e.baseline
-                    else f"new commit after {e.previous}",
+                    reason=reason,
                     at=e.at,
                     trigger=e.trigger,
                 )
             )
         return out
+    if kind == "WatchedRepo.BaselineSettled":
+        if e.previous is None or e.previous == e.commit:
+            settled = f"baseline: the commit {e.app}'s first deployment built"
+        else:
+            settled = (
+                f"baseline: the commit {e.app}'s first deployment built (the first check had "
+                f"seen {e.previous[:12]}, which the next check deploys)"
+            )
+        return [
+            LedgerEntryRecorded(
+                repo_url=e.repo_url,
+                branch=e.branch,
+                apps=e.apps,
+                kind="COMMIT_OBSERVED",
+                commit=e.commit,
+                reason=settled,
+                at=e.at,
+                trigger=Trigger.WATCH,
+            )
+        ]
     if kind == "Delivery.Rejected":
         return [
             LedgerEntryRecorded(
@@ -87,11 +115,16 @@ def translate(e: Any) -> list[Outgoing]:
             )
         ]
     if kind == "WatchedRepo.RollbackPinned":
-        held = (
-            f"the head {e.head[:12]} is not deployed again"
-            if e.head is not None and e.head != e.commit
-            else "pinned"
-        )
+        ran = getattr(e, "away_from", None)  # not recorded by earlier versions
+        ran = ran if ran not in (e.head, e.commit) else None
+        if e.head is not None and e.head != e.commit:
+            # A commit it ran is held too, but only worth naming when the head is not
+            # (then it is one the watcher never saw: deployed by hand before any check).
+            kept = f"the head {e.head[:12]} is not deployed again"
+        elif ran is not None:  # deployed by hand before any check saw it
+            kept = f"{ran[:12]}, which it ran, is not deployed again"
+        else:
+            kept = "pinned"
         return [
             LedgerEntryRecorded(
                 repo_url=e.repo_url,
@@ -99,7 +132,7 @@ def translate(e: Any) -> list[Outgoing]:
                 apps=[e.app],
                 kind="ROLLBACK_PINNED",
                 commit=e.commit,
-                reason=f"{e.app} rolled back to {e.commit[:12]}: {held} until the branch moves",
+                reason=f"{e.app} rolled back to {e.commit[:12]}: {kept} until the branch moves",
                 at=e.at,
                 trigger=Trigger.ROLLBACK,
             )
