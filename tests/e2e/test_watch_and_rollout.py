@@ -374,6 +374,27 @@ def test_a_signed_webhook_deploys_at_once_and_rollback_sticks(hooked: Rig) -> No
     assert _deployment_ids(rig.api) == {str(first["id"]), second_id, back}
     assert _current(rig) == back
 
+    # A commit deployed by hand that no check or webhook announced, then rolled back from:
+    # the Git host announcing it later does not deploy it again either.
+    v3 = rig.git.publish_app(APP, APP, overrides={"Shipwreck.toml": _manifest("v3")})
+    by_hand = _running(rig, rig.api.deploy(rig.git.url(APP)))
+    assert (by_hand["trigger"], by_hand["commit"]) == ("MANUAL", v3)
+    back_again = _roll_back(rig, str(first["id"]))
+    _ledger_until(
+        rig.api,
+        lambda entries: [e["kind"] for e in entries].count("ROLLBACK_PINNED") == 2,
+    )
+    assert _github_push(rig, "good-3", v3) == 202
+    held = _ledger_until(rig.api, lambda entries: entries[-1]["deliveryId"] == "good-3")[-1]
+    assert (held["kind"], held["reason"]) == (
+        "WEBHOOK_REJECTED",
+        f"commit pinned by a rollback ({APP} runs {str(first['commit'])[:12]})",
+    )
+    time.sleep(1)
+    known = {str(first["id"]), second_id, back, str(by_hand["id"]), back_again}
+    assert _deployment_ids(rig.api) == known
+    assert _current(rig) == back_again
+
     # An api started later, and a rebuilt one, show the same ledger (replayed by the watcher).
     ledger = _ledger(rig.api)
     later = start_api(rig.platform, "api-later")
