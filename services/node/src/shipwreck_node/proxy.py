@@ -8,8 +8,9 @@ finish on the old upstream and new ones go to the new one, with none dropped.
 Every config change makes Caddy open a new listening socket beside the old one
 (``SO_REUSEPORT``) and close the old one. Linux resets the connections still waiting in the
 closed socket's accept queue unless ``net.ipv4.tcp_migrate_req`` is 1 (Linux 5.14+), which
-hands them to the new socket instead: without it about one change in a few hundred resets a
-client that connected at that moment. The proxy turns it on before it configures Caddy.
+hands them to the new socket instead: without it, with four clients connecting all the time,
+most changes reset one of them; with it, about one change in a thousand still does (a rarer
+race, under load). The proxy turns it on before it configures Caddy.
 
 `CaddyProxy` speaks the admin API (blocking calls); `CaddyRouter` is the node's `Router`
 port over it, running each call in a worker thread.
