@@ -12,6 +12,7 @@ from shipwreck_contracts import (
     IN_PROGRESS_STATUSES,
     TERMINAL_STATUSES,
     DeploymentCancelled,
+    DeploymentCancelRefused,
     DeploymentErrored,
     DeploymentEvent,
     DeploymentInitialized,
@@ -138,6 +139,17 @@ _EVENTS: list[tuple[DeploymentEvent, DeploymentStatus]] = [
     (
         DeploymentStopped(deployment_id=ID, app="a", actor="alice", at=AT),
         DeploymentStatus.STOPPED,
+    ),
+    (
+        DeploymentCancelRefused(
+            deployment_id=ID,
+            app="a",
+            status=DeploymentStatus.RUNNING,
+            actor="alice",
+            reason="cancel by alice refused: the deployment was already RUNNING when it arrived",
+            at=AT,
+        ),
+        DeploymentStatus.RUNNING,  # unchanged
     ),
 ]
 

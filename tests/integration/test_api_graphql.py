@@ -33,6 +33,7 @@ from shipwreck_api.errors import Unavailable
 from shipwreck_api.settings import ApiSettings
 from shipwreck_contracts import (
     CancelDeployment,
+    DeploymentCancelRefused,
     DeploymentRequested,
     DeploymentStatus,
     LogLine,
@@ -554,6 +555,39 @@ async def test_relayed_events_show_in_queries_with_their_history(
             "deployments": [{"id": str(s.other)}, {"id": str(s.second)}],
         }
     ]
+
+
+async def test_a_cancel_that_came_too_late_is_in_the_deployments_story(
+    amqp_url: str, tmp_path: Path, orchestra: Orchestra
+) -> None:
+    s = story(start=2500)
+    last = max(r.position for r in s.relayed)
+    refused = DeploymentCancelRefused(
+        deployment_id=s.second,
+        app="hello",
+        status=DeploymentStatus.RUNNING,
+        actor="alice",
+        reason="cancel by alice refused: the deployment was already RUNNING when it arrived",
+        at=datetime.now(UTC),
+    )
+    async with AsyncTestClient(app=api(amqp_url, tmp_path)) as client:
+        await orchestra.relay([*s.relayed, Relayed(last + 1, refused)])
+        data = await eventually(
+            client,
+            """query($id: ID!) {
+                 deployment(id: $id) { status history { status message } events { type } }
+               }""",
+            lambda d: (
+                d["deployment"] is not None
+                and d["deployment"]["events"][-1]["type"] == "deployment.cancel-refused.v1"
+            ),
+            id=str(s.second),
+        )
+    assert data["deployment"]["status"] == "RUNNING"
+    assert data["deployment"]["history"][-1] == {
+        "status": "RUNNING",
+        "message": "cancel by alice refused: the deployment was already RUNNING when it arrived",
+    }
 
 
 async def test_healthz_says_rebuilding_until_the_replay_finishes(

@@ -22,6 +22,7 @@ from shipwreck_api.readmodel import (
 )
 from shipwreck_contracts import (
     AppWatchChanged,
+    DeploymentCancelRefused,
     DeploymentEvent,
     DeploymentRequested,
     DeploymentStatus,
@@ -430,3 +431,25 @@ def test_log_rotation_counts_what_it_dropped_and_says_so_in_its_place() -> None:
     assert [line.sequence for line in buffers.lines(NODE, after=(1, 6))] == [7, 8, 9, 10, 11]
     assert [line.sequence for line in buffers.lines(NODE, after=(1, 9))] == [10, 11]
     assert not buffers.add(_line(2))  # older than what was rotated out
+
+
+def test_a_refused_cancel_is_in_the_story_and_changes_no_status() -> None:
+    s = story()
+    last = max(r.position for r in s.relayed)
+    refused = DeploymentCancelRefused(
+        deployment_id=s.failed,
+        app="hello",
+        status=S.ERRORED,
+        actor="alice",
+        reason="cancel by alice refused: the deployment was already ERRORED when it arrived",
+        at=T0 + timedelta(hours=1),
+    )
+    model = _model([*s.relayed, Relayed(last + 1, refused)])
+    record = model.deployment(s.failed)
+    assert record is not None
+    assert record.status is S.ERRORED
+    assert record.error == "pip install failed: no matching distribution for flask==99"
+    assert record.history[-1] == (S.ERRORED, refused.at, refused.reason)
+    assert record.events[-1].type == tag_of(DeploymentCancelRefused)
+    # Subscribers to status changes are sent nothing for it: the status did not change.
+    assert list(status_changes(record, after=record.sequence - 1)) == []

@@ -572,3 +572,38 @@ def test_a_lost_node_gets_its_work_placed_again_avoiding_it(
         None,
     )
     assert _deployment(service, building.deployment_id).status is S.INITIALIZED
+
+
+def test_a_cancel_that_arrives_after_the_deployment_finished_is_refused_and_recorded(
+    service: OrchestratorService, clock: Clock
+) -> None:
+    from shipwreck_contracts import DeploymentCancelRefused
+
+    cmd = _request()
+    _run_to(service, cmd, clock)  # the cancel was accepted while it was starting: too late
+    late = CancelDeployment(deployment_id=cmd.deployment_id, actor="alice", requested_at=clock.now)
+    assert service.cancel(late, None) is True
+    assert _deployment(service, cmd.deployment_id).status is S.RUNNING
+    last = list(service.app.events.get(cmd.deployment_id))[-1]
+    (refused,) = [getattr(m, "message", m) for m in translate(last)]
+    assert isinstance(refused, DeploymentCancelRefused)
+    assert (refused.status, refused.actor, refused.reason) == (
+        S.RUNNING,
+        "alice",
+        "cancel by alice refused: the deployment was already RUNNING when it arrived",
+    )
+
+
+def test_cancelling_a_cancelled_deployment_records_nothing(
+    service: OrchestratorService, clock: Clock
+) -> None:
+    cmd = _request()
+    service.request_deployment(cmd, None)
+    cancel = CancelDeployment(
+        deployment_id=cmd.deployment_id, actor="admin", requested_at=clock.now
+    )
+    service.cancel(cancel, None)
+    version = _deployment(service, cmd.deployment_id).version
+    again = CancelDeployment(deployment_id=cmd.deployment_id, actor="bob", requested_at=clock.now)
+    service.cancel(again, None)
+    assert _deployment(service, cmd.deployment_id).version == version

@@ -27,9 +27,9 @@ from shipwreck_contracts import (
     WebhookReceived,
 )
 from shipwreck_eventstore import StoreConfig
+from shipwreck_watcher.domain import watched_repo_id
 from shipwreck_watcher.poller import Poller
 from shipwreck_watcher.remote import DulwichLister, RemoteError
-from shipwreck_watcher.domain import watched_repo_id
 from shipwreck_watcher.service import Watcher, WatcherService
 from shipwreck_watcher.translate import translate
 from tests.support.gitdaemon import GitServer

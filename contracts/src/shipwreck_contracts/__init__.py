@@ -17,6 +17,7 @@ from .catalog import (
 from .deployments import (
     CancelDeployment,
     DeploymentCancelled,
+    DeploymentCancelRefused,
     DeploymentErrored,
     DeploymentEvent,
     DeploymentInitialized,
@@ -110,6 +111,7 @@ __all__ = [
     "CancelWork",
     "CommitSha",
     "DeployWork",
+    "DeploymentCancelRefused",
     "DeploymentCancelled",
     "DeploymentErrored",
     "DeploymentEvent",

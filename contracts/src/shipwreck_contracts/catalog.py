@@ -14,6 +14,7 @@ from .base import Message, tag_of
 from .deployments import (
     CancelDeployment,
     DeploymentCancelled,
+    DeploymentCancelRefused,
     DeploymentErrored,
     DeploymentInitialized,
     DeploymentProgressed,
@@ -68,6 +69,7 @@ AnyMessage: TypeAlias = (
     | DeploymentRunning
     | DeploymentErrored
     | DeploymentCancelled
+    | DeploymentCancelRefused
     | DeploymentSuperseded
     | DeploymentStopped
     | AppWatchChanged

@@ -183,6 +183,20 @@ class DeploymentStopped(Message, tag="deployment.stopped.v1", frozen=True, kw_on
     at: AwareDatetime
 
 
+class DeploymentCancelRefused(
+    Message, tag="deployment.cancel-refused.v1", frozen=True, kw_only=True
+):
+    """A cancel arrived after the deployment had finished (it won the race): nothing was
+    cancelled, and the deployment stays ``status``. ``reason`` says so, for people."""
+
+    deployment_id: uuid.UUID
+    app: AppName | None = None
+    status: DeploymentStatus
+    actor: Actor
+    reason: str
+    at: AwareDatetime
+
+
 DeploymentEvent: TypeAlias = (
     DeploymentRequested
     | DeploymentInitialized
@@ -193,8 +207,10 @@ DeploymentEvent: TypeAlias = (
     | DeploymentCancelled
     | DeploymentSuperseded
     | DeploymentStopped
+    | DeploymentCancelRefused
 )
-"""Every event that changes a deployment's status (decode target for read models)."""
+"""Every event of a deployment's story (decode target for read models); all but a refused
+cancel change its status."""
 
 
 def status_after(event: DeploymentEvent) -> DeploymentStatus:
@@ -218,5 +234,7 @@ def status_after(event: DeploymentEvent) -> DeploymentStatus:
             return DeploymentStatus.SUPERSEDED
         case DeploymentStopped():
             return DeploymentStatus.STOPPED
+        case DeploymentCancelRefused(status=status):
+            return status  # unchanged: the deployment had already finished
         case _:
             assert_never(event)

@@ -50,6 +50,7 @@ from shipwreck_api.readmodel import (
 from shipwreck_contracts import (
     AppWatchChanged,
     DeploymentCancelled,
+    DeploymentCancelRefused,
     DeploymentErrored,
     DeploymentInitialized,
     DeploymentProgressed,
@@ -87,6 +88,7 @@ TRACKED_TAGS = tuple(
         DeploymentCancelled,
         DeploymentSuperseded,
         DeploymentStopped,
+        DeploymentCancelRefused,
         AppWatchChanged,
     )
 )
@@ -297,6 +299,7 @@ class Live:
                 | DeploymentCancelled()
                 | DeploymentSuperseded()
                 | DeploymentStopped()
+                | DeploymentCancelRefused()
                 | AppWatchChanged()
             ):
                 origin, position = headers.get(ORIGIN_HEADER), headers.get(POSITION_HEADER)

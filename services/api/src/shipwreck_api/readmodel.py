@@ -31,6 +31,7 @@ from shipwreck_api.ledger import DEFAULT_MAX_ENTRIES, Ledger
 from shipwreck_contracts import (
     AppWatchChanged,
     DeploymentCancelled,
+    DeploymentCancelRefused,
     DeploymentErrored,
     DeploymentEvent,
     DeploymentInitialized,
@@ -71,6 +72,7 @@ _LIFECYCLE: Final[tuple[type[Message], ...]] = (
     DeploymentStopped,
     DeploymentErrored,
     DeploymentCancelled,
+    DeploymentCancelRefused,
 )
 _LIFECYCLE_RANK: Final[dict[str, int]] = {tag_of(cls): rank for rank, cls in enumerate(_LIFECYCLE)}
 _UNRANKED: Final = len(_LIFECYCLE_RANK)
@@ -281,7 +283,7 @@ def _fold(
             case DeploymentErrored():
                 error = event.reason
             case _:
-                pass  # requested (the record starts from it), cancelled, superseded, stopped
+                pass  # requested (the record starts from it), cancelled (or refused), ...
         history.append(HistoryEntry(status, event.at, describe(event)))
         entries.append(EventEntry(len(entries) + 1, origin, position, tag, event.at, event))
     return DeploymentRecord(
@@ -384,6 +386,8 @@ def describe(event: DeploymentEvent) -> str:
         case DeploymentStopped():
             why = f": {event.reason}" if event.reason else ""
             return f"stopped by {event.actor}{why}"
+        case DeploymentCancelRefused():
+            return event.reason
 
 
 def fold_app(

@@ -379,9 +379,26 @@ class Deployment(Aggregate):
     # --- user and platform decisions ------------------------------------------------------
 
     def cancel(self, actor: str, reason: str, at: datetime) -> bool:
-        """Stop an in-progress deployment: CANCELLED."""
+        """Stop an in-progress deployment: CANCELLED.
+
+        A cancel that arrives once the deployment has finished (it was accepted while the
+        deployment was under way, and the deployment won the race) is refused, and the
+        refusal is recorded, so the user who asked learns why nothing was cancelled.
+        """
+        if self.status is S.CANCELLED:
+            return False  # cancelled already: a second cancel changes nothing
         if not self.in_progress:
-            return False
+            self._cancel_refused(
+                app=self.app,
+                status=self.status,
+                actor=actor,
+                reason=(
+                    f"cancel by {actor} refused: the deployment was already "
+                    f"{self.status.value} when it arrived"
+                ),
+                at=at,
+            )
+            return True
         self._cancelled(
             app=self.app,
             node_id=self.node_id,
@@ -405,6 +422,12 @@ class Deployment(Aggregate):
         at: datetime,
     ) -> None:
         self._move(S.CANCELLED, at, reason or f"cancelled by {actor}")
+
+    @event("CancelRefused")
+    def _cancel_refused(
+        self, app: str | None, status: DeploymentStatus, actor: str, reason: str, at: datetime
+    ) -> None:
+        pass  # nothing changes: the story records that the cancel came too late
 
     def supersede(self, by: uuid.UUID, at: datetime) -> bool:
         """A newer deployment of the app took over: SUPERSEDED."""

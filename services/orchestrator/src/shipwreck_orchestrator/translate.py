@@ -12,6 +12,7 @@ from shipwreck_contracts import (
     AppWatchChanged,
     CancelWork,
     DeploymentCancelled,
+    DeploymentCancelRefused,
     DeploymentErrored,
     DeploymentInitialized,
     DeploymentProgressed,
@@ -182,6 +183,17 @@ def translate(e: Any) -> list[Outgoing]:
                 )
             ]
             return out + _cancel_work(e, e.reason or f"cancelled by {e.actor}")
+        case "Deployment.CancelRefused":
+            return [
+                DeploymentCancelRefused(
+                    deployment_id=d,
+                    app=e.app,
+                    status=e.status,
+                    actor=e.actor,
+                    reason=e.reason,
+                    at=e.at,
+                )
+            ]
         case "Deployment.Superseded":
             return [
                 DeploymentSuperseded(deployment_id=d, app=e.app, by=e.by, at=e.at),
