@@ -330,17 +330,25 @@ def _running_in_log(deployments: list[dict[str, Any]]) -> list[tuple[int, set[st
 
 
 def _overlapping_runs(deployments: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """Pairs of deployments whose RUNNING spells (from their histories' times) overlap."""
+    """Pairs of deployments whose RUNNING spells (from their histories' times) overlap.
+
+    A spell runs from the entry into RUNNING to the next entry out of it. Entries that
+    change no status (a refused cancel) are skipped: their time is the orchestrator's when
+    it refused, while the status changes carry the node's time of each takeover.
+    """
     spells: list[tuple[datetime, datetime, str]] = []
     for d in deployments:
         history = d["history"]
-        for i, entry in enumerate(history):
+        changes = [
+            e for i, e in enumerate(history) if i == 0 or e["status"] != history[i - 1]["status"]
+        ]
+        for i, entry in enumerate(changes):
             if entry["status"] != "RUNNING":
                 continue
             since = datetime.fromisoformat(entry["at"])
             until = (
-                datetime.fromisoformat(history[i + 1]["at"])
-                if i + 1 < len(history)
+                datetime.fromisoformat(changes[i + 1]["at"])
+                if i + 1 < len(changes)
                 else datetime.max.replace(tzinfo=since.tzinfo)
             )
             spells.append((since, until, d["id"]))
