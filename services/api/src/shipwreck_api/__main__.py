@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import socket
 import sys
 
 import uvicorn
@@ -10,6 +12,23 @@ from shipwreck_api.app import create_app
 from shipwreck_api.direct import FrameWebSocketProtocol
 from shipwreck_api.settings import ApiSettings
 from shipwreck_runtime import configure_logging, load_settings_or_exit
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, saying "api ready" once its socket listens.
+
+    The app's own startup (broker, live feed) runs before uvicorn binds the socket, so a
+    client that connected on the app's word could be refused.
+    """
+
+    def __init__(self, config: uvicorn.Config, log: logging.Logger) -> None:
+        super().__init__(config)
+        self.log = log
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self.log.info("api ready: http://%s:%d/graphql", self.config.host, self.config.port)
 
 
 def main() -> int:
@@ -30,7 +49,7 @@ def main() -> int:
         lifespan="on",
     )
     try:
-        uvicorn.Server(config).run()
+        _Server(config, log).run()
     except (ConnectionError, OSError) as e:
         log.error("api cannot start: %s. Is RabbitMQ running (`rabbitmq-server -detached`)?", e)
         return 2

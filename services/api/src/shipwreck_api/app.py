@@ -303,12 +303,9 @@ def create_app(
         await declare_topology(broker, TOPOLOGY)
         await feed.start()
         await background.start()
-        log.info(
-            "api ready: http://%s:%d/graphql (token from %s)",
-            settings.api_host,
-            settings.api_port,
-            token_source,
-        )
+        # "api ready" comes from the server once its socket listens (see __main__): this
+        # startup runs before uvicorn binds it.
+        log.info("api started: broker, live feed and replays (token from %s)", token_source)
 
     async def stop() -> None:
         await background.stop()
