@@ -154,10 +154,11 @@ def test_route_changes_reset_almost_no_connecting_client(proxy: CaddyProxy) -> N
     """Each change replaces Caddy's listening socket; a client connecting at that moment
     is handed to the new socket by the kernel (see `proxy`) instead of being reset.
 
-    Without that setting tens of these 150 changes reset one of the four busy clients
-    (measured: 4 to 55 resets per run). With it, a reset is still possible in a rarer
-    race (measured: about one in a thousand changes while the machine is loaded), so two
-    are tolerated here.
+    Without that setting, tens of these 150 changes reset one of the four busy clients
+    (measured: 42 and 55; 4 in a shorter run of 60 changes). With it, a reset is still
+    possible in a rarer race (measured under heavy load: 1 change in 100 to 2,000), so
+    up to five are tolerated: enough not to fail on that race, few enough to catch the
+    setting gone.
     """
     a, b = Upstream(b"a"), Upstream(b"b")
     proxy.route("churn", app_hosts("churn", "localhost"), a.address)
@@ -189,6 +190,6 @@ def test_route_changes_reset_almost_no_connecting_client(proxy: CaddyProxy) -> N
             thread.join()
         a.close()
         b.close()
-    assert len(errors) <= 2, (len(errors), errors[:3])
+    assert len(errors) <= 5, (len(errors), errors[:3])
     assert not [e for e in errors if e.startswith("HTTP")], errors
     assert served[0] > 150  # clients were connecting throughout the changes
