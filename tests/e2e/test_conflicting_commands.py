@@ -25,6 +25,7 @@ import docker
 import httpx
 import pytest
 
+from shipwreck_contracts import IN_PROGRESS_STATUSES
 from shipwreck_node.ports import LABEL_APP, LABEL_DEPLOYMENT, LABEL_NODE
 from tests.e2e.test_deploy_git_url import TOKEN, Api, node_settings, start_api, wait_for_nodes
 from tests.e2e.test_watch_and_rollout import Site
@@ -33,15 +34,7 @@ from tests.support.platform import Platform
 
 pytestmark = [pytest.mark.infra, pytest.mark.docker, pytest.mark.slow]
 
-IN_PROGRESS = {
-    "REQUESTED",
-    "INITIALIZED",
-    "SCHEDULED",
-    "CLONING",
-    "BUILDING",
-    "TESTING",
-    "STARTING",
-}
+IN_PROGRESS = {status.value for status in IN_PROGRESS_STATUSES}
 CLIENT_ERRORS = {"NOT_FOUND", "REFUSED", "BAD_REQUEST"}
 # The orchestrator's events that move a deployment into RUNNING, and out of it.
 INTO_RUNNING = "deployment.running.v1"

@@ -33,7 +33,6 @@ from shipwreck_api.errors import Unavailable
 from shipwreck_api.settings import ApiSettings
 from shipwreck_contracts import (
     CancelDeployment,
-    DeploymentCancelRefused,
     DeploymentRequested,
     DeploymentStatus,
     LogLine,
@@ -52,7 +51,7 @@ from shipwreck_contracts import (
 )
 from shipwreck_contracts.gitpolicy import RefusedRemote, check_repo_url
 from shipwreck_messaging import EXCHANGE, ORIGIN_HEADER, POSITION_HEADER, create_broker
-from tests.unit.test_api_story import NODE, Log, Relayed, deployment, story
+from tests.unit.test_api_story import NODE, Log, Relayed, deployment, refused_cancel, story
 
 pytestmark = [pytest.mark.anyio, pytest.mark.infra]
 
@@ -562,16 +561,11 @@ async def test_a_cancel_that_came_too_late_is_in_the_deployments_story(
 ) -> None:
     s = story(start=2500)
     last = max(r.position for r in s.relayed)
-    refused = DeploymentCancelRefused(
-        deployment_id=s.second,
-        app="hello",
-        status=DeploymentStatus.RUNNING,
-        actor="alice",
-        reason="cancel by alice refused: the deployment was already RUNNING when it arrived",
-        at=datetime.now(UTC),
+    refused = refused_cancel(
+        last + 1, s.second, app="hello", status=DeploymentStatus.RUNNING, at=datetime.now(UTC)
     )
     async with AsyncTestClient(app=api(amqp_url, tmp_path)) as client:
-        await orchestra.relay([*s.relayed, Relayed(last + 1, refused)])
+        await orchestra.relay([*s.relayed, refused])
         data = await eventually(
             client,
             """query($id: ID!) {

@@ -42,6 +42,7 @@ from tests.unit.test_api_story import (
     Log,
     Relayed,
     deployment,
+    refused_cancel,
     sha,
     story,
 )
@@ -436,15 +437,12 @@ def test_log_rotation_counts_what_it_dropped_and_says_so_in_its_place() -> None:
 def test_a_refused_cancel_is_in_the_story_and_changes_no_status() -> None:
     s = story()
     last = max(r.position for r in s.relayed)
-    refused = DeploymentCancelRefused(
-        deployment_id=s.failed,
-        app="hello",
-        status=S.ERRORED,
-        actor="alice",
-        reason="cancel by alice refused: the deployment was already ERRORED when it arrived",
-        at=T0 + timedelta(hours=1),
+    relayed = refused_cancel(
+        last + 1, s.failed, app="hello", status=S.ERRORED, at=T0 + timedelta(hours=1)
     )
-    model = _model([*s.relayed, Relayed(last + 1, refused)])
+    refused = relayed.message
+    assert isinstance(refused, DeploymentCancelRefused)
+    model = _model([*s.relayed, relayed])
     record = model.deployment(s.failed)
     assert record is not None
     assert record.status is S.ERRORED

@@ -16,6 +16,7 @@ import pytest
 from shipwreck_contracts import (
     AppWatchChanged,
     DeploymentCancelled,
+    DeploymentCancelRefused,
     DeploymentErrored,
     DeploymentInitialized,
     DeploymentProgressed,
@@ -134,6 +135,19 @@ def superseded(log: Log, old: uuid.UUID, *, app: str, by: uuid.UUID) -> Relayed:
     """The old deployment's SUPERSEDED, after the new one took the route."""
     position, at = log.next()
     return Relayed(position, DeploymentSuperseded(deployment_id=old, app=app, by=by, at=at))
+
+
+def refused_cancel(
+    position: int, deployment_id: uuid.UUID, *, app: str, status: DeploymentStatus, at: datetime
+) -> Relayed:
+    """Alice's cancel, refused: the deployment had already reached ``status``."""
+    reason = f"cancel by alice refused: the deployment was already {status} when it arrived"
+    return Relayed(
+        position,
+        DeploymentCancelRefused(
+            deployment_id=deployment_id, app=app, status=status, actor="alice", reason=reason, at=at
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from shipwreck_contracts import (
     PlacementDecided,
     PlacementFailed,
     RequestDeployment,
+    RollbackApp,
     Stage,
     StageReported,
     StopApp,
@@ -117,6 +118,22 @@ def _run_to(
         ),
         None,
     )
+
+
+def _roll_back(service: OrchestratorService, to: uuid.UUID, clock: Clock) -> uuid.UUID:
+    """Roll app scapegoat back to deployment ``to``; the rollback deployment's id."""
+    back = uuid.uuid4()
+    service.rollback(
+        RollbackApp(
+            app="scapegoat",
+            deployment_id=to,
+            new_deployment_id=back,
+            actor="admin",
+            requested_at=clock.now,
+        ),
+        None,
+    )
+    return back
 
 
 def test_an_accepted_request_is_initialized_under_the_repository_name(
@@ -417,22 +434,12 @@ def test_a_new_commit_deploys_every_watching_app_once(
 
 
 def test_rollback_runs_an_earlier_build_again(service: OrchestratorService, clock: Clock) -> None:
-    from shipwreck_contracts import DeployWork, RollbackApp, Trigger
+    from shipwreck_contracts import DeployWork, Trigger
 
     first, second = _request(), _request()
     _run_to(service, first, clock)
     _run_to(service, second, clock)
-    back = uuid.uuid4()
-    service.rollback(
-        RollbackApp(
-            app="scapegoat",
-            deployment_id=first.deployment_id,
-            new_deployment_id=back,
-            actor="admin",
-            requested_at=clock.now,
-        ),
-        None,
-    )
+    back = _roll_back(service, first.deployment_id, clock)
     d = _deployment(service, back)
     assert (d.status, d.trigger, d.commit, d.image) == (S.INITIALIZED, Trigger.ROLLBACK, SHA, "img")
     service.placement_decided(
@@ -447,22 +454,12 @@ def test_rollback_runs_an_earlier_build_again(service: OrchestratorService, cloc
 def test_a_rollback_names_the_commit_the_app_ran_until_then(
     service: OrchestratorService, clock: Clock
 ) -> None:
-    from shipwreck_contracts import DeploymentInitialized, RollbackApp
+    from shipwreck_contracts import DeploymentInitialized
 
     first, second = _request(), _request()
     _run_to(service, first, clock)
     _run_to(service, second, clock, commit="e" * 40)  # deployed by hand, a newer commit
-    back = uuid.uuid4()
-    service.rollback(
-        RollbackApp(
-            app="scapegoat",
-            deployment_id=first.deployment_id,
-            new_deployment_id=back,
-            actor="admin",
-            requested_at=clock.now,
-        ),
-        None,
-    )
+    back = _roll_back(service, first.deployment_id, clock)
     (initialized,) = [
         m
         for e in service.app.events.get(back)
@@ -497,21 +494,10 @@ def test_a_new_commit_skips_the_apps_rolled_back_away_from_it(
 def test_rollback_to_a_deployment_that_never_ran_is_refused(
     service: OrchestratorService, clock: Clock
 ) -> None:
-    from shipwreck_contracts import RollbackApp
 
     pending = _request()
     service.request_deployment(pending, None)
-    back = uuid.uuid4()
-    service.rollback(
-        RollbackApp(
-            app="scapegoat",
-            deployment_id=pending.deployment_id,
-            new_deployment_id=back,
-            actor="admin",
-            requested_at=clock.now,
-        ),
-        None,
-    )
+    back = _roll_back(service, pending.deployment_id, clock)
     d = _deployment(service, back)
     assert d.status is S.ERRORED
     assert d.error

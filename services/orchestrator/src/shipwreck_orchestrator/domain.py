@@ -12,12 +12,10 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate, event
 
-from shipwreck_contracts import DeploymentStatus, NodeScore, Stage, Trigger
+from shipwreck_contracts import IN_PROGRESS_STATUSES, DeploymentStatus, NodeScore, Stage, Trigger
 
 S = DeploymentStatus
-IN_PROGRESS = frozenset(
-    {S.REQUESTED, S.INITIALIZED, S.SCHEDULED, S.CLONING, S.BUILDING, S.TESTING, S.STARTING}
-)
+IN_PROGRESS = IN_PROGRESS_STATUSES
 _STAGE_ORDER = {
     s: i
     for i, s in enumerate(

@@ -70,7 +70,6 @@ class WatcherService:
                 self.unsettled[app] = repo.id
             elif self.unsettled.get(app) == repo.id:
                 del self.unsettled[app]
-        self.rollbacks |= repo.rollbacks
 
     def app_watch_changed(self, msg: AppWatchChanged, tracking: Tracking | None) -> bool:
         """An app started or stopped watching its branch."""
@@ -284,4 +283,5 @@ class WatcherService:
                 repo: object = self.app.repository.get(uuid.UUID(str(notification.originator_id)))
                 if isinstance(repo, WatchedRepo):
                     self._remember(repo)
+                    self.rollbacks |= repo.rollbacks  # later ones: rollback_started
         return len(self.watched)

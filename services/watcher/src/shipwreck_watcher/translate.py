@@ -8,6 +8,25 @@ from shipwreck_contracts import LedgerEntryRecorded, RepoChanged, Trigger
 from shipwreck_eventstore.relay import Outgoing
 
 
+def _entry(e: Any, kind: str, reason: str, trigger: Trigger, **extra: Any) -> LedgerEntryRecorded:
+    """The ledger entry of event ``e``: its branch, apps, commit and time, and why."""
+    fields: dict[str, Any] = extra if "apps" in extra else {"apps": e.apps, **extra}
+    return LedgerEntryRecorded(
+        repo_url=e.repo_url,
+        branch=e.branch,
+        commit=e.commit,
+        kind=kind,
+        reason=reason,
+        at=e.at,
+        trigger=trigger,
+        **fields,
+    )
+
+
+def _webhook_entry(e: Any, kind: str, reason: str) -> LedgerEntryRecorded:
+    return _entry(e, kind, reason, Trigger.WEBHOOK, delivery_id=e.delivery_id, provider=e.provider)
+
+
 def translate(e: Any) -> list[Outgoing]:
     """``repo.changed`` for each new commit after the baseline, and the ledger entries."""
     kind = type(e).__qualname__
@@ -36,84 +55,22 @@ def translate(e: Any) -> list[Outgoing]:
             )
             if held:
                 reason += f"; not deployed to {', '.join(held)} (rolled back away from it)"
-            out.append(
-                LedgerEntryRecorded(
-                    repo_url=e.repo_url,
-                    branch=e.branch,
-                    apps=e.apps,
-                    kind="COMMIT_OBSERVED",
-                    commit=e.commit,
-                    reason=reason,
-                    at=e.at,
-                    trigger=e.trigger,
-                )
-            )
+            out.append(_entry(e, "COMMIT_OBSERVED", reason, e.trigger))
         return out
     if kind == "WatchedRepo.BaselineSettled":
-        if e.previous is None or e.previous == e.commit:
-            settled = f"baseline: the commit {e.app}'s first deployment built"
-        else:
-            settled = (
-                f"baseline: the commit {e.app}'s first deployment built (the first check had "
-                f"seen {e.previous[:12]}, which the next check deploys)"
+        settled = f"baseline: the commit {e.app}'s first deployment built"
+        if e.previous is not None and e.previous != e.commit:
+            settled += (
+                f" (the first check had seen {e.previous[:12]}, which the next check deploys)"
             )
-        return [
-            LedgerEntryRecorded(
-                repo_url=e.repo_url,
-                branch=e.branch,
-                apps=e.apps,
-                kind="COMMIT_OBSERVED",
-                commit=e.commit,
-                reason=settled,
-                at=e.at,
-                trigger=Trigger.WATCH,
-            )
-        ]
+        return [_entry(e, "COMMIT_OBSERVED", settled, Trigger.WATCH)]
     if kind == "Delivery.Rejected":
-        return [
-            LedgerEntryRecorded(
-                repo_url=e.repo_url,
-                branch=e.branch,
-                apps=e.apps,
-                kind="WEBHOOK_REJECTED",
-                commit=e.commit,
-                delivery_id=e.delivery_id,
-                reason=e.reason,
-                at=e.at,
-                provider=e.provider,
-                trigger=Trigger.WEBHOOK,
-            )
-        ]
+        return [_webhook_entry(e, "WEBHOOK_REJECTED", e.reason)]
     if kind == "Delivery.DuplicateReceived":
-        return [
-            LedgerEntryRecorded(
-                repo_url=e.repo_url,
-                branch=e.branch,
-                apps=e.apps,
-                kind="WEBHOOK_REJECTED",
-                commit=e.commit,
-                delivery_id=e.delivery_id,
-                reason="duplicate delivery",
-                at=e.at,
-                provider=e.provider,
-                trigger=Trigger.WEBHOOK,
-            )
-        ]
+        return [_webhook_entry(e, "WEBHOOK_REJECTED", "duplicate delivery")]
     if kind == "Delivery.Accepted":
-        return [
-            LedgerEntryRecorded(
-                repo_url=e.repo_url,
-                branch=e.branch,
-                apps=e.apps,
-                kind="WEBHOOK_ACCEPTED",
-                commit=e.commit,
-                delivery_id=e.delivery_id,
-                reason="new commit" if e.new else "commit already seen (no new deployment)",
-                at=e.at,
-                provider=e.provider,
-                trigger=Trigger.WEBHOOK,
-            )
-        ]
+        reason = "new commit" if e.new else "commit already seen (no new deployment)"
+        return [_webhook_entry(e, "WEBHOOK_ACCEPTED", reason)]
     if kind == "WatchedRepo.RollbackPinned":
         ran = getattr(e, "away_from", None)  # not recorded by earlier versions
         ran = ran if ran not in (e.head, e.commit) else None
@@ -125,16 +82,6 @@ def translate(e: Any) -> list[Outgoing]:
             kept = f"{ran[:12]}, which it ran, is not deployed again"
         else:
             kept = "pinned"
-        return [
-            LedgerEntryRecorded(
-                repo_url=e.repo_url,
-                branch=e.branch,
-                apps=[e.app],
-                kind="ROLLBACK_PINNED",
-                commit=e.commit,
-                reason=f"{e.app} rolled back to {e.commit[:12]}: {kept} until the branch moves",
-                at=e.at,
-                trigger=Trigger.ROLLBACK,
-            )
-        ]
+        reason = f"{e.app} rolled back to {e.commit[:12]}: {kept} until the branch moves"
+        return [_entry(e, "ROLLBACK_PINNED", reason, Trigger.ROLLBACK, apps=[e.app])]
     return []
