@@ -66,6 +66,7 @@ from shipwreck_contracts import (
     tag_of,
 )
 from shipwreck_messaging import EXCHANGE, ORIGIN_HEADER, POSITION_HEADER
+from tests.support.machine import python_loop_ms
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / ".benchmarks" / "subscriptions.jsonl"
@@ -87,7 +88,13 @@ def _pin(cpu: int | None) -> None:
 
 
 def _report(name: str, **figures: object) -> None:
-    record = {"benchmark": name, "python": platform.python_version(), **figures}
+    # Taken once the run is over, on a machine as quiet as it was before it.
+    record = {
+        "benchmark": name,
+        "python": platform.python_version(),
+        **figures,
+        "python_loop_ms": python_loop_ms(),
+    }
     print(json.dumps(record))
     RESULTS.parent.mkdir(exist_ok=True)
     with RESULTS.open("a") as f:

@@ -25,6 +25,7 @@ from faststream.rabbit import RabbitQueue
 from shipwreck_contracts import DeploymentRequested, RequestDeployment, Trigger
 from shipwreck_messaging import create_broker, events_exchange, publish
 from tests.support.gitdaemon import free_port
+from tests.support.machine import python_loop_ms
 from tests.support.platform import Platform
 
 SECRET = "bench-secret"
@@ -50,6 +51,7 @@ def test_webhook_to_deployment_requested(platform: Platform) -> None:
         SHIPWRECK_WEBHOOK_SECRET=SECRET,
     )
     load_before = os.getloadavg()
+    loop_ms = python_loop_ms()
     figures = asyncio.run(_measure(platform, port))
     record = {
         "benchmark": "webhook_to_requested",
@@ -59,6 +61,8 @@ def test_webhook_to_deployment_requested(platform: Platform) -> None:
         # Other work on the machine moves these figures more than anything measured here.
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        # The machine's speed: the same code gave twice the latency on a day this was twice.
+        "python_loop_ms": loop_ms,
     }
     print(json.dumps(record))
     RESULTS.parent.mkdir(exist_ok=True)
