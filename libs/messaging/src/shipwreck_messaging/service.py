@@ -11,7 +11,7 @@ from faststream.rabbit import RabbitBroker
 from shipwreck_messaging.broker import declare_topology
 from shipwreck_messaging.routes import TOPOLOGY
 from shipwreck_messaging.topology import Topology
-from shipwreck_runtime import BackgroundTasks
+from shipwreck_runtime import BackgroundTasks, freeze_startup_heap
 from shipwreck_runtime.secrets import redact_url
 
 
@@ -56,6 +56,8 @@ def run_service(app: FastStream, name: str, amqp_url: str, logger: logging.Logge
 
     from aiormq.exceptions import AMQPConnectionError
 
+    frozen = freeze_startup_heap()
+    logger.debug("%d objects built at start set aside from garbage collection", frozen)
     try:
         asyncio.run(app.run())
     except (AMQPConnectionError, ConnectionError, OSError) as e:

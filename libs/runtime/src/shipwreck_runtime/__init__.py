@@ -1,6 +1,7 @@
-"""Shipwreck runtime: settings from the environment, logging, background tasks."""
+"""Shipwreck runtime: settings from the environment, logging, background tasks, the heap."""
 
 from shipwreck_runtime.common import DEFAULT_AMQP_URL, CommonSettings, StoreSettings
+from shipwreck_runtime.heap import freeze_startup_heap
 from shipwreck_runtime.logs import configure_logging
 from shipwreck_runtime.settings import (
     Count,
@@ -30,6 +31,7 @@ __all__ = [
     "configure_logging",
     "env_name",
     "exit_with",
+    "freeze_startup_heap",
     "load_settings",
     "load_settings_or_exit",
 ]

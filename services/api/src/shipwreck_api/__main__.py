@@ -11,7 +11,7 @@ import uvicorn
 from shipwreck_api.app import create_app
 from shipwreck_api.direct import FrameWebSocketProtocol
 from shipwreck_api.settings import ApiSettings
-from shipwreck_runtime import configure_logging, load_settings_or_exit
+from shipwreck_runtime import configure_logging, freeze_startup_heap, load_settings_or_exit
 
 
 class _Server(uvicorn.Server):
@@ -48,8 +48,10 @@ def main() -> int:
         ws_per_message_deflate=False,
         lifespan="on",
     )
+    server = _Server(config, log)
+    log.debug("%d objects built at start set aside from garbage collection", freeze_startup_heap())
     try:
-        _Server(config, log).run()
+        server.run()
     except (ConnectionError, OSError) as e:
         log.error("api cannot start: %s. Is RabbitMQ running (`rabbitmq-server -detached`)?", e)
         return 2
