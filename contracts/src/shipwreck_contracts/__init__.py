@@ -79,7 +79,7 @@ from .placement import (
     RequestPlacement,
     Requirements,
 )
-from .projections import ReplayFinished, ReplayRequested
+from .projections import ORCHESTRATOR_ORIGIN, WATCHER_ORIGIN, ReplayFinished, ReplayRequested
 from .repos import LedgerEntryRecorded, RepoChanged, WebhookReceived
 from .values import (
     Actor,
@@ -98,7 +98,9 @@ __all__ = [
     "MANIFEST_FILENAMES",
     "MAX_MANIFEST_BYTES",
     "MESSAGES_BY_TAG",
+    "ORCHESTRATOR_ORIGIN",
     "TERMINAL_STATUSES",
+    "WATCHER_ORIGIN",
     "Actor",
     "AnyMessage",
     "AppName",

@@ -9,7 +9,7 @@ then ``ReplayFinished``. Live messages keep flowing meanwhile; positions make th
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Final
 
 import msgspec
 
@@ -17,6 +17,12 @@ from .base import Message
 from .values import AwareDatetime
 
 Position = Annotated[int, msgspec.Meta(ge=0, description="A notification id (0: the start).")]
+
+ORCHESTRATOR_ORIGIN: Final = "orchestrator"
+"""The orchestrator's event store: its log rebuilds the read model of deployments and apps."""
+
+WATCHER_ORIGIN: Final = "watcher"
+"""The watcher's event store: its log holds the trigger ledger."""
 
 
 class ReplayRequested(Message, tag="projection.replay-request.v1", frozen=True, kw_only=True):

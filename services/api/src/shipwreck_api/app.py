@@ -39,7 +39,12 @@ from shipwreck_api.readmodel import ReadModel
 from shipwreck_api.schema import ApiContext, schema
 from shipwreck_api.settings import ApiSettings
 from shipwreck_api.webhooks import Ignored, WebhookError, parse_push
-from shipwreck_contracts import ReplayRequested, WebhookReceived
+from shipwreck_contracts import (
+    ORCHESTRATOR_ORIGIN,
+    WATCHER_ORIGIN,
+    ReplayRequested,
+    WebhookReceived,
+)
 from shipwreck_contracts.gitpolicy import Resolver, resolve_host
 from shipwreck_messaging import (
     EXCHANGE,
@@ -131,8 +136,6 @@ def create_app(
             log_deployments=settings.log_buffer_deployments,
             ledger_entries=settings.ledger_entries,
         ),
-        origin=settings.replay_origin,
-        ledger_origin=settings.ledger_origin,
         queue_size=settings.subscriber_queue_size,
         log_queue_size=settings.log_subscriber_queue_size,
         unknown_wait=settings.unknown_deployment_wait_seconds,
@@ -142,7 +145,7 @@ def create_app(
     # disappears with the process (DESIGN section 8). It is also where the replay is sent.
     updates = f"api.updates.{uuid.uuid4().hex[:12]}"
 
-    origins = (settings.replay_origin, settings.ledger_origin)
+    origins = (ORCHESTRATOR_ORIGIN, WATCHER_ORIGIN)
 
     async def ask_for_replay(origin: str) -> None:
         """Publish one replay request to ``origin``; its answer comes to this process's queue."""

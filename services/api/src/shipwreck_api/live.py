@@ -48,6 +48,8 @@ from shipwreck_api.readmodel import (
     status_changes,
 )
 from shipwreck_contracts import (
+    ORCHESTRATOR_ORIGIN,
+    WATCHER_ORIGIN,
     AppWatchChanged,
     DeploymentCancelled,
     DeploymentCancelRefused,
@@ -233,8 +235,8 @@ class Live:
         self,
         model: ReadModel | None = None,
         *,
-        origin: str = "orchestrator",
-        ledger_origin: str = "watcher",
+        origin: str = ORCHESTRATOR_ORIGIN,
+        ledger_origin: str = WATCHER_ORIGIN,
         queue_size: int = 100,
         log_queue_size: int = 1000,
         unknown_wait: float = 10.0,

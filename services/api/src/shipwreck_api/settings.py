@@ -15,9 +15,6 @@ class ApiSettings(CommonSettings, frozen=True, kw_only=True):
       Gitea HMAC-SHA256, GitLab token); unset, ``/webhooks/*`` answers 503.
     - ``SHIPWRECK_GIT_ALLOW_PRIVATE``: accept repository URLs on loopback and private
       addresses (refused by default, before anything is published).
-    - ``SHIPWRECK_REPLAY_ORIGIN``: the event store whose log rebuilds the read model.
-    - ``SHIPWRECK_LEDGER_ORIGIN``: the event store whose log holds the trigger ledger (the
-      watcher's), replayed beside it.
     - ``SHIPWRECK_LEDGER_ENTRIES``: how many ledger entries each (repository, branch)
       keeps (the newest; default 1000).
     - ``SHIPWRECK_REPLAY_RETRY_SECONDS``: how often to ask again, at start-up or after a
@@ -47,8 +44,6 @@ class ApiSettings(CommonSettings, frozen=True, kw_only=True):
     api_token: str | None = None
     state_dir: str = ".shipwreck"
     git_allow_private: bool = False
-    replay_origin: str = "orchestrator"
-    ledger_origin: str = "watcher"
     ledger_entries: Count = 1000
     replay_retry_seconds: PositiveSeconds = 5.0
     subscriber_queue_size: Count = 100

@@ -17,6 +17,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import Tracking
 
 from shipwreck_contracts import (
+    ORCHESTRATOR_ORIGIN,
     CancelDeployment,
     DeploymentStatus,
     NodeLost,
@@ -62,7 +63,7 @@ class Refusal:
 class Orchestrator(ShipwreckApplication):
     """The event-sourced application holding Deployment, App and RepoIndex aggregates."""
 
-    name = "orchestrator"
+    name = ORCHESTRATOR_ORIGIN
 
 
 def _utcnow() -> datetime:

@@ -11,6 +11,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import Tracking
 
 from shipwreck_contracts import (
+    WATCHER_ORIGIN,
     AppWatchChanged,
     DeploymentInitialized,
     DeploymentProgressed,
@@ -30,7 +31,7 @@ from shipwreck_watcher.domain import (
 class Watcher(ShipwreckApplication):
     """The event-sourced application holding the WatchedRepo ledger."""
 
-    name = "watcher"
+    name = WATCHER_ORIGIN
 
 
 class WatcherService:
