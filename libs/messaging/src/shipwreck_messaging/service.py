@@ -56,8 +56,7 @@ def run_service(app: FastStream, name: str, amqp_url: str, logger: logging.Logge
 
     from aiormq.exceptions import AMQPConnectionError
 
-    frozen = freeze_startup_heap()
-    logger.debug("%d objects built at start set aside from garbage collection", frozen)
+    freeze_startup_heap(logger)
     try:
         asyncio.run(app.run())
     except (AMQPConnectionError, ConnectionError, OSError) as e:

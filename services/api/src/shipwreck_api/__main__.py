@@ -49,7 +49,7 @@ def main() -> int:
         lifespan="on",
     )
     server = _Server(config, log)
-    log.debug("%d objects built at start set aside from garbage collection", freeze_startup_heap())
+    freeze_startup_heap(log)
     try:
         server.run()
     except (ConnectionError, OSError) as e:
