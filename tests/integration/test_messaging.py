@@ -11,10 +11,24 @@ import aio_pika
 import pytest
 from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
 
-from shipwreck_contracts.base import Message
-from shipwreck_messaging import Route, create_broker, declare_route, publish, quorum_queue
+from shipwreck_contracts import DeploymentInitialized, Trigger
+from shipwreck_contracts.base import Message, decode, tag_of
+from shipwreck_eventstore.relay import outgoing
+from shipwreck_messaging import (
+    PublishFailed,
+    Route,
+    create_broker,
+    declare_route,
+    declare_topology,
+    publish,
+    quorum_queue,
+)
+from shipwreck_messaging.routes import TOPOLOGY, WATCHER_APPS
 from shipwreck_messaging.topology import events_exchange
+from shipwreck_orchestrator.domain import Deployment
+from shipwreck_orchestrator.translate import translate
 from tests.support.infra import AMQP_URL, unique
+from tests.support.platform import Platform
 
 pytestmark = [pytest.mark.anyio, pytest.mark.infra]
 
@@ -155,9 +169,76 @@ async def test_mandatory_publish_without_a_queue_fails_loudly() -> None:
     broker: RabbitBroker = create_broker(AMQP_URL, app_id="test")
     async with broker:
         await broker.connect()
-        from shipwreck_messaging import PublishFailed
-
         with pytest.raises(PublishFailed, match=r"test\.pinged\.v1"):
             await publish(
                 broker, _ping(), routing_key=f"test.nobody.{uuid.uuid4().hex}", mandatory=True
             )
+
+
+async def test_a_retired_binding_is_unbound_when_its_route_is_declared(
+    amqp: aio_pika.abc.AbstractRobustConnection,
+) -> None:
+    old_key, new_key = unique("test.old"), unique("test.new")
+    queue = unique("test.q")
+    broker = create_broker(AMQP_URL, app_id="test")
+    async with broker:
+        await broker.connect()
+        # An earlier version bound the old key; this one takes the new key instead.
+        await declare_route(broker, Route(queue, (old_key,)))
+        await declare_route(broker, Route(queue, (new_key,), retired=(old_key,)))
+        await declare_route(broker, Route(queue, (new_key,), retired=(old_key,)))  # idempotent
+        with pytest.raises(PublishFailed, match=old_key):
+            await publish(broker, _ping(), routing_key=old_key, mandatory=True)
+        sent = _ping()
+        await publish(broker, sent, routing_key=new_key, mandatory=True)
+    bodies = await _drain(amqp, queue)
+    await _delete_queues(amqp, queue)
+    assert len(bodies) == 1
+    assert str(sent.ping_id) in bodies[0].decode()
+
+
+async def test_only_a_rollbacks_deployment_initialized_reaches_the_watcher(
+    platform: Platform,
+) -> None:
+    """The watcher's queue, bound as an earlier version left it, takes the rollbacks'
+    copies and no longer every deployment's; a reader bound to the tag takes each once."""
+    at = datetime.now(UTC)
+    initialized = []
+    for trigger in (Trigger.MANUAL, Trigger.WATCH, Trigger.ROLLBACK):
+        deployment = Deployment(
+            deployment_id=uuid.uuid4(),
+            repo_url="https://git.example.org/acme/hello.git",
+            branch="main",
+            watch=True,
+            trigger=trigger,
+            actor="test",
+            app="hello",
+            commit="1" * 40,
+            requested_at=at,
+        )
+        deployment.accept("hello", at, "2" * 40 if trigger is Trigger.ROLLBACK else None)
+        events = deployment.collect_events()
+        initialized += [e for e in events if type(e).__qualname__ == "Deployment.Initialized"]
+    reader = unique("test.reader")
+    connection = await aio_pika.connect_robust(platform.amqp_url)
+    broker = create_broker(platform.amqp_url, app_id="test")
+    async with broker:
+        await broker.connect()
+        exchange = await broker.declare_exchange(events_exchange())
+        older = Route(WATCHER_APPS.queue, (tag_of(DeploymentInitialized),))
+        watcher_queue = await broker.declare_queue(older.declaration())
+        await watcher_queue.bind(exchange, routing_key=tag_of(DeploymentInitialized))
+        await declare_route(broker, Route(reader, (tag_of(DeploymentInitialized),)))
+        await declare_topology(broker, TOPOLOGY)  # what every service does at start
+        for event in initialized:
+            for routed in outgoing(translate(event)):
+                await publish(broker, routed.message, routing_key=routed.routing_key)
+    to_watcher = [
+        decode(b, DeploymentInitialized) for b in await _drain(connection, WATCHER_APPS.queue)
+    ]
+    to_reader = [decode(b, DeploymentInitialized) for b in await _drain(connection, reader)]
+    await connection.close()
+    assert [(m.trigger, m.rolled_back_from) for m in to_watcher] == [(Trigger.ROLLBACK, "2" * 40)]
+    assert sorted(m.trigger for m in to_reader) == sorted(
+        [Trigger.MANUAL, Trigger.WATCH, Trigger.ROLLBACK]
+    )

@@ -23,6 +23,7 @@ from shipwreck_contracts import (
     Stage,
     StageReported,
     StopApp,
+    Trigger,
     WorkFailed,
     WorkSucceeded,
 )
@@ -467,6 +468,31 @@ def test_a_rollback_names_the_commit_the_app_ran_until_then(
         if isinstance(m, DeploymentInitialized)
     ]
     assert (initialized.commit, initialized.rolled_back_from) == (SHA, "e" * 40)
+
+
+def test_only_a_rollbacks_start_is_copied_to_the_watcher(
+    service: OrchestratorService, clock: Clock
+) -> None:
+    from shipwreck_eventstore.relay import outgoing
+    from shipwreck_messaging.routes import ROLLBACK_INITIALIZED, WATCHER_APPS
+
+    first, second = _request(), _request()
+    _run_to(service, first, clock)
+    _run_to(service, second, clock)
+    back = _roll_back(service, first.deployment_id, clock)
+
+    def copies(deployment_id: uuid.UUID) -> list[object]:
+        return [
+            routed.message
+            for e in service.app.events.get(deployment_id)
+            for routed in outgoing(translate(e))
+            if routed.routing_key == ROLLBACK_INITIALIZED
+        ]
+
+    assert copies(first.deployment_id) == []
+    (copy,) = copies(back)
+    assert getattr(copy, "trigger", None) is Trigger.ROLLBACK
+    assert ROLLBACK_INITIALIZED in WATCHER_APPS.tags
 
 
 def test_a_new_commit_skips_the_apps_rolled_back_away_from_it(

@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Routed:
-    """A message sent under an explicit routing key (work for one node: ``work.<id>``)."""
+    """A message sent under an explicit routing key: work for one node (``work.<id>``), or
+    a copy of an integration event for the one consumer that wants only some of them."""
 
     message: Message
     routing_key: str
@@ -186,7 +187,7 @@ class OutboxRelay:
                     self.translate(self.app.mapper.to_domain_event(notification))
                 ):
                     if routed.routing_key != tag_of(routed.message):
-                        continue  # work for a node is not part of any read model
+                        continue  # node work and copies are not part of any read model
                     sends.append(
                         self.broker.publish(
                             routed.message,

@@ -45,11 +45,14 @@ def create_broker(
 
 
 async def declare_route(broker: RabbitBroker, route: Route) -> None:
-    """Declare one queue and bind every tag of it to the events exchange (idempotent)."""
+    """Declare one queue, bind every tag of it to the events exchange and unbind the keys
+    it no longer takes (idempotent)."""
     exchange = await broker.declare_exchange(events_exchange())
     queue = await broker.declare_queue(route.declaration())
     for tag in route.tags:
         await queue.bind(exchange, routing_key=tag)
+    for key in route.retired:
+        await queue.unbind(exchange, routing_key=key)
 
 
 async def declare_topology(broker: RabbitBroker, topology: Topology) -> None:

@@ -98,16 +98,20 @@ SCHEDULER_PLACEMENT = TOPOLOGY.add(
 )
 """Placement requests, and the outcomes that release a node's reservation."""
 
+ROLLBACK_INITIALIZED = f"{tag_of(DeploymentInitialized)}.rollback"
+"""The routing key of a second copy of a rollback's ``deployment.initialized``: for the
+watcher, which pins the rolled-back app and has nothing to do with any other deployment's
+(it took one delivery through its quorum queue, and a handler call, per deployment)."""
+
 WATCHER_APPS = TOPOLOGY.add(
     "watcher.apps",
-    _tags(
-        AppWatchChanged,
-        WebhookReceived,
-        DeploymentInitialized,
-        DeploymentProgressed,
-        ReplayRequested,
-    ),
+    [
+        *_tags(AppWatchChanged, WebhookReceived),
+        ROLLBACK_INITIALIZED,
+        *_tags(DeploymentProgressed, ReplayRequested),
+    ],
+    retired=_tags(DeploymentInitialized),
 )
-"""Which apps watch which (repository, branch), webhooks the api received, deployments
-(a rollback pins its app in the ledger; the commit the first deployment builds is the
+"""Which apps watch which (repository, branch), webhooks the api received, rollbacks (each
+pins its app in the ledger), build reports (the commit the first deployment builds is the
 baseline of its branch), and replay requests for the ledger."""

@@ -67,6 +67,9 @@ class Route:
     queue: str
     tags: tuple[str, ...]
     delivery_limit: int = DEFAULT_DELIVERY_LIMIT
+    # Keys an earlier version bound to this queue and this one does not: bindings outlive
+    # the services that made them, so an upgraded platform unbinds them at start-up.
+    retired: tuple[str, ...] = ()
 
     def declaration(self) -> RabbitQueue:
         """The queue object to declare and consume."""
@@ -81,9 +84,18 @@ class Topology:
 
     routes: dict[str, Route] = field(default_factory=dict)
 
-    def add(self, queue: str, tags: Iterable[str], *, delivery_limit: int = 0) -> Route:
-        """Register a queue receiving ``tags``; returns its route."""
-        route = Route(queue, tuple(tags), delivery_limit or DEFAULT_DELIVERY_LIMIT)
+    def add(
+        self,
+        queue: str,
+        tags: Iterable[str],
+        *,
+        delivery_limit: int = 0,
+        retired: Iterable[str] = (),
+    ) -> Route:
+        """Register a queue receiving ``tags`` (and no longer ``retired``); returns its route."""
+        route = Route(
+            queue, tuple(tags), delivery_limit or DEFAULT_DELIVERY_LIMIT, tuple(retired)
+        )
         if queue in self.routes and self.routes[queue] != route:
             raise ValueError(f"queue {queue!r} is already routed differently")
         self.routes[queue] = route

@@ -1,7 +1,8 @@
 """What the orchestrator announces for each of its domain events (the outbox translation).
 
 Each domain event maps to the integration events readers fold, plus, where the event
-hands work to a node, the work message routed to that node's queue only.
+hands work to a node, the work message routed to that node's queue only, and for a
+rollback's start, a copy routed to the watcher only.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from shipwreck_contracts import (
     NodeAssignment,
     RequestPlacement,
     StopWork,
+    Trigger,
 )
 from shipwreck_eventstore.relay import Outgoing, Routed
 from shipwreck_messaging import node_work_routing_key
+from shipwreck_messaging.routes import ROLLBACK_INITIALIZED
 
 
 def translate(e: Any) -> list[Outgoing]:
@@ -51,7 +54,7 @@ def translate(e: Any) -> list[Outgoing]:
                 )
             ]
         case "Deployment.Initialized":
-            return [
+            return _initialized(
                 DeploymentInitialized(
                     deployment_id=d,
                     app=e.app,
@@ -62,7 +65,7 @@ def translate(e: Any) -> list[Outgoing]:
                     at=e.at,
                     rolled_back_from=getattr(e, "rolled_back_from", None),
                 )
-            ]
+            )
         case "Deployment.PlacementRequested":
             return [
                 RequestPlacement(
@@ -74,14 +77,16 @@ def translate(e: Any) -> list[Outgoing]:
             ]
         case "Deployment.Rescheduled":
             return [
-                DeploymentInitialized(
-                    deployment_id=d,
-                    app=e.app,
-                    repo_url=e.repo_url,
-                    branch=e.branch,
-                    trigger=e.trigger,
-                    commit=e.commit,
-                    at=e.at,
+                *_initialized(
+                    DeploymentInitialized(
+                        deployment_id=d,
+                        app=e.app,
+                        repo_url=e.repo_url,
+                        branch=e.branch,
+                        trigger=e.trigger,
+                        commit=e.commit,
+                        at=e.at,
+                    )
                 ),
                 RequestPlacement(
                     deployment_id=d,
@@ -95,14 +100,16 @@ def translate(e: Any) -> list[Outgoing]:
             # Placed again like a lost node's work, but without avoiding its node: no
             # other node has the image either, so whichever gets it builds it again.
             return [
-                DeploymentInitialized(
-                    deployment_id=d,
-                    app=e.app,
-                    repo_url=e.repo_url,
-                    branch=e.branch,
-                    trigger=e.trigger,
-                    commit=e.commit,
-                    at=e.at,
+                *_initialized(
+                    DeploymentInitialized(
+                        deployment_id=d,
+                        app=e.app,
+                        repo_url=e.repo_url,
+                        branch=e.branch,
+                        trigger=e.trigger,
+                        commit=e.commit,
+                        at=e.at,
+                    )
                 ),
                 RequestPlacement(deployment_id=d, app=e.app, attempt=e.attempt, requested_at=e.at),
             ]
@@ -219,6 +226,14 @@ def translate(e: Any) -> list[Outgoing]:
                 )
             ]
     return []
+
+
+def _initialized(message: DeploymentInitialized) -> list[Outgoing]:
+    # A rollback's goes to the watcher too, as a copy under a key of its own: the watcher
+    # pins the app, and has no use for any other deployment's.
+    if message.trigger is Trigger.ROLLBACK:
+        return [message, Routed(message, ROLLBACK_INITIALIZED)]
+    return [message]
 
 
 def _cancel_work(e: Any, reason: str) -> list[Outgoing]:

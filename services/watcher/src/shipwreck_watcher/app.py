@@ -83,7 +83,9 @@ def create_app(
     async def on_deployment_initialized(
         msg: DeploymentInitialized, headers: dict[str, Any] = message_headers(broker)
     ) -> None:
-        if msg.trigger is Trigger.ROLLBACK:  # the only deployments the ledger records
+        # Only rollbacks are routed here (ROLLBACK_INITIALIZED), the only deployments the
+        # ledger records; what a binding retired by an upgrade queued before it may not be.
+        if msg.trigger is Trigger.ROLLBACK:
             await anyio.to_thread.run_sync(
                 service.rollback_started, msg, tracking_from_headers(headers)
             )
