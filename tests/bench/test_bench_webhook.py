@@ -25,7 +25,7 @@ from faststream.rabbit import RabbitQueue
 from shipwreck_contracts import DeploymentRequested, RequestDeployment, Trigger
 from shipwreck_messaging import create_broker, events_exchange, publish
 from tests.support.gitdaemon import free_port
-from tests.support.machine import python_loop_ms
+from tests.support.machine import cpu_ms_per, cpu_snapshot, python_loop_ms
 from tests.support.platform import Platform
 
 SECRET = "bench-secret"
@@ -106,7 +106,7 @@ class _Poster:
         self.writer.close()
 
 
-async def _measure(platform: Platform, port: int) -> dict[str, float]:
+async def _measure(platform: Platform, port: int) -> dict[str, object]:
     broker = create_broker(platform.amqp_url, app_id="bench")
     arrived: dict[str, float] = {}
     events: dict[str, asyncio.Event] = {}
@@ -141,6 +141,8 @@ async def _measure(platform: Platform, port: int) -> dict[str, float]:
         listen("repo.webhook-received.v1")
         listen("repo.changed.v1")
 
+    services = {name: proc.pid for name, proc in platform.processes.items()}
+    cpu_before: dict[str, float] = {}
     latencies: list[float] = []
     split: dict[str, list[float]] = {"webhook_received": [], "repo_changed": []}
     client = await _Poster.open(port)
@@ -165,6 +167,8 @@ async def _measure(platform: Platform, port: int) -> dict[str, float]:
             ).encode()
             signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
             done = events.setdefault(commit, asyncio.Event())
+            if i == 20:
+                cpu_before = cpu_snapshot(services)
             request = client.request(
                 "/webhooks/github",
                 body,
@@ -188,6 +192,7 @@ async def _measure(platform: Platform, port: int) -> dict[str, float]:
                     at = hops.get(f"{tag}:{commit}")
                     if at is not None:
                         split[name].append((at - started) * 1000)
+    cpu_after = cpu_snapshot(services)
     client.close()
     latencies.sort()
     return {
@@ -201,4 +206,6 @@ async def _measure(platform: Platform, port: int) -> dict[str, float]:
             for k, v in split.items()
             if v
         },
+        # What each process spent per push: on two cores, the latency follows the sum.
+        "cpu_ms_per_push": cpu_ms_per(cpu_before, cpu_after, len(latencies)),
     }
