@@ -281,3 +281,53 @@ async def test_replay_sends_the_published_log_to_one_queue_then_says_it_finished
     assert got == [("b", 3), ("c", 4)]
     assert (last, done.last_position, done.origin) == (4, 4, writer.name)
     writer.close()
+
+
+async def test_relay_records_its_position_once_per_interval_and_when_it_stops(
+    stores: StoreFactory,
+) -> None:
+    writer = make_writer(stores.config(), stores.name("w"))
+    route = Route(unique("test.relay"), ("test.entry-announced.v1",))
+    broker = create_broker(AMQP_URL, app_id="test")
+    got: asyncio.Queue[EntryAnnounced] = asyncio.Queue()
+
+    @broker.subscriber(route.declaration(), events_exchange())
+    async def on_entry(msg: EntryAnnounced) -> None:
+        await got.put(msg)
+
+    def recorded() -> int:
+        return writer.process_recorder.max_tracking_id(relay.position_name) or 0
+
+    async with broker:
+        await broker.start()
+        # Batches of one message each, well within one interval: none is recorded yet.
+        relay = OutboxRelay(writer, broker, translate, record_every_seconds=60)
+        task = asyncio.create_task(relay.run())
+        for i in range(5):
+            await anyio.to_thread.run_sync(_write_entries, writer, [f"k{i}"], f"l{i}")
+            await asyncio.wait_for(got.get(), 5)
+        last = writer.process_recorder.max_notification_id()
+        assert await relay.position() == last  # published, as far as replays are concerned
+        assert await anyio.to_thread.run_sync(recorded) == 0
+        # Stopping records the newest position at once.
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await anyio.to_thread.run_sync(recorded) == last
+
+        # Running on, it records within its interval, without stopping.
+        relay = OutboxRelay(writer, broker, translate, record_every_seconds=0.2)
+        task = asyncio.create_task(relay.run())
+        await anyio.to_thread.run_sync(_write_entries, writer, ["more"], "more")
+        await asyncio.wait_for(got.get(), 5)
+        newest = writer.process_recorder.max_notification_id()
+        for _ in range(100):
+            if await anyio.to_thread.run_sync(recorded) == newest:
+                break
+            await asyncio.sleep(0.05)
+        assert await anyio.to_thread.run_sync(recorded) == newest
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    await _delete_queue(route.queue)
+    writer.close()

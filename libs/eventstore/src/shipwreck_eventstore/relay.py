@@ -9,7 +9,7 @@ is why every message carries its origin and position in its headers.
 
 Latency: a save in this process hands its committed notifications straight to the relay
 (no read of what was just written), and while the relay runs, recording the position
-does not hold up the next batch. The store stays the source: the relay reads it at start,
+does not hold up the next batch, and happens at most once a second. The store stays the source: the relay reads it at start,
 after a gap in the handed-over ids, and on every poll.
 """
 
@@ -86,12 +86,19 @@ class OutboxRelay:
         *,
         batch_size: int = 200,
         idle_poll_seconds: float = 1.0,
+        record_every_seconds: float = 1.0,
     ) -> None:
         self.app = app
         self.broker = broker
         self.translate = translate
         self.batch_size = batch_size
         self.idle_poll_seconds = idle_poll_seconds
+        # While publishing, the position is recorded at most this often (and when the relay
+        # stops): each record is a database commit, which a batch of one message (a webhook,
+        # a stage report) paid in full. A crash republishes at most this much; consumers
+        # drop the duplicates by their Tracking.
+        self.record_every_seconds = record_every_seconds
+        self._stopping = asyncio.Event()
         self.position_name = relay_position_name(app.name)
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -238,6 +245,7 @@ class OutboxRelay:
     async def run(self) -> None:
         """Relay forever: drain the log, then wait for a save (or a poll interval)."""
         self._loop = asyncio.get_running_loop()
+        self._stopping.clear()
         self.app.on_saved(self._offer_from_any_thread)
         log.info("outbox relay for %s started at position %d", self.app.name, await self.position())
         try:
@@ -278,13 +286,18 @@ class OutboxRelay:
 
     async def _record_published(self) -> None:
         # One writer at a time, always the newest position: the ones in between need no row.
+        # It waits first, so that the batches published meanwhile share one record.
         try:
-            while self._recorded < (target := self._position or 0):
-                await self.record_position(target)
+            while self._recorded < (self._position or 0):
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.record_every_seconds):
+                        await self._stopping.wait()
+                await self.record_position(self._position or 0)
         except Exception:
             log.exception("outbox relay for %s could not record its position", self.app.name)
 
     async def _finish_recording(self) -> None:
+        self._stopping.set()  # record now, without waiting out the interval
         if self._recording is not None:
             await self._recording
         if self._recorded < (self._position or 0):
