@@ -1,4 +1,5 @@
-"""Watching 10,000 (repository, branch) pairs at a 60 s interval: the watcher's CPU share.
+"""Watching 10,000 (repository, branch) pairs at a 60 s interval: the watcher's CPU share;
+and the watcher's decision on one webhook among them.
 
 A local `git daemon` serves 100 repositories with 100 branches each. The watcher's real
 poller (dulwich ls-remote, ledger in SQLite) runs two full intervals: the first records
@@ -14,16 +15,20 @@ import json
 import os
 import resource
 import socket
+import statistics
 import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from shipwreck_contracts import AppWatchChanged
-from shipwreck_eventstore import StoreConfig
+from shipwreck_contracts import AppWatchChanged, WebhookReceived
+from shipwreck_eventstore import WRITER_AGGREGATE_CACHE, StoreConfig
+from shipwreck_watcher.domain import watched_repo_id
 from shipwreck_watcher.poller import Poller
 from shipwreck_watcher.remote import DulwichLister
 from shipwreck_watcher.service import Watcher, WatcherService
+from tests.support.machine import python_loop_ms
+from tests.support.platform import Platform
 
 REPOS = int(os.environ.get("BENCH_WATCH_REPOS", "100"))
 BRANCHES = int(os.environ.get("BENCH_WATCH_BRANCHES", "100"))
@@ -150,4 +155,89 @@ async def _run(poller: Poller) -> dict[str, float]:
         "steady_checks": checks,
         "cpu_share_cores": round(cpu / (wall1 - wall0), 3),
         "cpu_ms_per_check": round(cpu / checks * 1000, 3) if checks else -1,
+    }
+
+
+WEBHOOKS = int(os.environ.get("BENCH_WATCH_WEBHOOKS", "300"))
+
+
+def test_webhook_decision_among_ten_thousand_watched_pairs(platform: Platform) -> None:
+    """The watcher's own time for one webhook (``WatcherService.webhook``: find the pairs,
+    decide, save the ledger entries in one PostgreSQL transaction) with one pair watched,
+    then with REPOS x BRANCHES pairs: what the number of watched pairs adds to the watcher's
+    hop of the webhook path (tests/bench/test_bench_webhook.py measures the whole path).
+
+    In process, configured as the watcher service is (PostgreSQL, aggregates cached).
+    """
+    store = StoreConfig(
+        database_url=platform.database_url,
+        state_dir=str(platform.state_dir),
+        aggregate_cache=WRITER_AGGREGATE_CACHE,
+    )
+    app = Watcher(store)
+    try:
+        service = WatcherService(app)
+        _watch_pairs(service, repos=1, branches=1)
+        one_pair = _webhook_decisions(service, repos=1, branches=1, first=0)
+        _watch_pairs(service, repos=REPOS, branches=BRANCHES)
+        all_pairs = _webhook_decisions(service, repos=REPOS, branches=BRANCHES, first=WEBHOOKS)
+    finally:
+        app.close()
+    record = {
+        "benchmark": "watch_webhook_decision",
+        "pairs": REPOS * BRANCHES,
+        "one_pair": one_pair,
+        "all_pairs": all_pairs,
+        "python_loop_ms": python_loop_ms(),
+    }
+    print(json.dumps(record))
+    RESULTS.parent.mkdir(exist_ok=True)
+    with RESULTS.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+    assert one_pair["accepted"] == all_pairs["accepted"] == WEBHOOKS
+
+
+def _url(r: int) -> str:
+    return f"https://git.example.org/acme/r{r}.git"
+
+
+def _watch_pairs(service: WatcherService, *, repos: int, branches: int) -> None:
+    at = datetime.now(UTC)
+    for r in range(repos):
+        for b in range(branches):
+            service.app_watch_changed(
+                AppWatchChanged(
+                    app=f"a{r}-{b}", repo_url=_url(r), branch=f"b{b}", watching=True, at=at
+                ),
+                None,
+            )
+
+
+def _webhook_decisions(
+    service: WatcherService, *, repos: int, branches: int, first: int
+) -> dict[str, float]:
+    took: list[float] = []
+    accepted = 0
+    for i in range(first, first + WEBHOOKS):
+        r, b = i % repos, (i // repos) % branches
+        commit = f"{i:040x}"
+        hook = WebhookReceived(
+            delivery_id=f"d-{i}",
+            provider="github",
+            repo_url=_url(r).removesuffix(".git"),  # as GitHub's html_url names it
+            ref=f"refs/heads/b{b}",
+            commit=commit,
+            verified=True,
+            received_at=datetime.now(UTC),
+        )
+        started = time.perf_counter()
+        service.webhook(hook, None)
+        took.append((time.perf_counter() - started) * 1000)
+        accepted += service.heads.get(watched_repo_id(_url(r), f"b{b}")) == commit
+    took.sort()
+    return {
+        "webhooks": WEBHOOKS,
+        "accepted": accepted,
+        "p50_ms": round(statistics.median(took), 3),
+        "p99_ms": round(took[int(len(took) * 0.99) - 1], 3),
     }

@@ -296,6 +296,72 @@ def test_a_signed_webhook_for_a_watched_branch_triggers_with_no_polling(
     assert service.observe(url, "main", "2" * 40, Trigger.WATCH) is False
 
 
+def test_a_webhook_looks_only_at_the_pairs_of_its_repository(
+    service: WatcherService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shipwreck_watcher.service as watcher_service
+
+    for i in range(300):
+        _watch(service, f"other-{i}", f"https://example.org/other-{i}.git")
+    _watch(service, "w", "git://example.org/w.git")
+    for i in range(20):  # the same repository on other branches
+        service.app_watch_changed(
+            AppWatchChanged(
+                app=f"w-{i}",
+                repo_url="git://example.org/w.git",
+                branch=f"b{i}",
+                watching=True,
+                at=AT,
+            ),
+            None,
+        )
+    _watch(service, "gone", "https://example.org/gone.git")
+    _watch(service, "gone", "https://example.org/gone.git", watching=False)
+    normalised: list[str] = []
+    original = watcher_service.repo_key
+
+    def counting(url: str) -> str:
+        normalised.append(url)
+        return original(url)
+
+    monkeypatch.setattr(watcher_service, "repo_key", counting)
+    read: list[object] = []
+    get = service.app.repository.get
+    monkeypatch.setattr(
+        service.app.repository, "get", lambda i, **kw: read.append(i) or get(i, **kw)
+    )
+    service.webhook(
+        _hook("d-1", "https://example.org/w", repo_urls=["git@example.org:w.git"]), None
+    )
+    # Of the repository's 21 pairs, only the pushed branch's is loaded (and the delivery
+    # looked up).
+    other_branches = {watched_repo_id("git://example.org/w.git", f"b{i}") for i in range(20)}
+    assert not other_branches & set(read)
+    assert watched_repo_id("git://example.org/w.git", "main") in read
+    assert _ledger(service)[-1].apps == ["w"]
+    # A push to an unwatched branch loads none, and still names every app and branch.
+    read.clear()
+    service.webhook(_hook("d-2", "https://example.org/w", ref="refs/heads/dev"), None)
+    assert not (other_branches | {watched_repo_id("git://example.org/w.git", "main")}) & set(read)
+    rejected = _ledger(service)[-1]
+    assert rejected.apps == sorted(["w", *(f"w-{i}" for i in range(20))])
+    assert rejected.reason == "branch 'dev' is not watched (watched: {})".format(
+        ", ".join(sorted(["main", *(f"b{i}" for i in range(20))]))
+    )
+    # The payloads' URL forms and the pair the first one moved, not every watched URL
+    # (that cost 10,000 calls per webhook when 10,000 pairs were watched).
+    assert sorted(normalised) == [
+        "git://example.org/w.git",
+        "git@example.org:w.git",
+        "https://example.org/w",
+        "https://example.org/w",
+    ]
+    assert [p.apps for p in service.pairs_of(["https://example.org/w"], "main")] == [{"w"}]
+    assert service.pairs_of(["https://example.org/gone"]) == []
+    (change,) = _repo_changes(service)
+    assert change.repo_url == "git://example.org/w.git"
+
+
 @pytest.mark.parametrize(
     ("hook", "reason"),
     [
@@ -554,6 +620,37 @@ def test_unsettled_baselines_are_recovered_from_the_store(tmp_path: Path) -> Non
         assert after.deployment_built(_built("rec", "1" * 40), None) is not None
     finally:
         again.close()
+
+
+def test_apps_leave_the_unsettled_index_of_a_pair_they_no_longer_watch(
+    service: WatcherService,
+) -> None:
+    def by_pair() -> dict[uuid.UUID, set[str]]:
+        inverse: dict[uuid.UUID, set[str]] = {}
+        for app, pair in service.unsettled.items():
+            inverse.setdefault(pair, set()).add(app)
+        return inverse
+
+    a, b = "git://example.org/a.git", "git://example.org/b.git"
+    _watch(service, "one", a)
+    _watch(service, "two", a)
+    _watch(service, "three", b)
+    assert (
+        service.unsettled_on
+        == by_pair()
+        == {
+            watched_repo_id(a, "main"): {"one", "two"},
+            watched_repo_id(b, "main"): {"three"},
+        }
+    )
+    _watch(service, "two", a, watching=False)
+    _watch(service, "two", b)  # the app now watches the other repository
+    assert service.unsettled_on == by_pair()
+    assert service.unsettled["two"] == watched_repo_id(b, "main")
+    service.observe(a, "main", "1" * 40, Trigger.WATCH)  # a provisional baseline
+    service.deployment_built(_built("one", "1" * 40), None)  # settled by the first build
+    assert "one" not in service.unsettled
+    assert service.unsettled_on == by_pair() == {watched_repo_id(b, "main"): {"two", "three"}}
 
 
 def test_a_rollback_from_a_commit_no_check_saw_is_not_undone_by_the_next_check(

@@ -44,9 +44,16 @@ class WatcherService:
         # an unchanged head (nearly every check) is then decided without reading the store.
         self.watched: dict[uuid.UUID, tuple[str, str]] = {}
         self.heads: dict[uuid.UUID, str | None] = {}
+        # The watched pairs by repository identity (repo_key), in the order they were
+        # watched: a webhook finds its pairs without normalising every watched URL.
+        self.by_repo: dict[str, dict[uuid.UUID, None]] = {}
+        # The apps on each watched pair: a webhook names every app of its repository in
+        # the ledger, but loads only the pairs of the branch it pushed to.
+        self.apps_on: dict[uuid.UUID, frozenset[str]] = {}
         # Watching apps whose branch has no settled baseline yet (app -> its pair), and
         # the rollback deployments seen: what a build report needs, without the store.
         self.unsettled: dict[str, uuid.UUID] = {}
+        self.unsettled_on: dict[uuid.UUID, set[str]] = {}  # the same, by pair
         self.rollbacks: set[uuid.UUID] = set()
 
     def _get(self, repo_url: str, branch: str) -> WatchedRepo | None:
@@ -57,20 +64,41 @@ class WatcherService:
         return found if isinstance(found, WatchedRepo) else None
 
     def _remember(self, repo: WatchedRepo) -> None:
+        key = repo_key(repo.repo_url)
         if repo.watched:
             self.watched[repo.id] = (repo.repo_url, repo.branch)
             self.heads[repo.id] = repo.head
+            self.by_repo.setdefault(key, {})[repo.id] = None
+            self.apps_on[repo.id] = frozenset(repo.apps)
         else:
             self.watched.pop(repo.id, None)
             self.heads.pop(repo.id, None)
-        for app, pair in list(self.unsettled.items()):
-            if pair == repo.id and app not in repo.apps:
-                del self.unsettled[app]
+            self.apps_on.pop(repo.id, None)
+            pairs = self.by_repo.get(key, {})
+            pairs.pop(repo.id, None)
+            if not pairs:
+                self.by_repo.pop(key, None)
+        for app in list(self.unsettled_on.get(repo.id, ())):
+            if app not in repo.apps:  # it left this pair
+                self._settled(app)
         for app in repo.apps:
             if repo.head is None or repo.provisional:
-                self.unsettled[app] = repo.id
+                self._unsettled(app, repo.id)
             elif self.unsettled.get(app) == repo.id:
-                del self.unsettled[app]
+                self._settled(app)
+
+    def _unsettled(self, app: str, pair: uuid.UUID) -> None:
+        self._settled(app)
+        self.unsettled[app] = pair
+        self.unsettled_on.setdefault(pair, set()).add(app)
+
+    def _settled(self, app: str) -> None:
+        pair = self.unsettled.pop(app, None)
+        if pair is not None:
+            apps = self.unsettled_on[pair]
+            apps.discard(app)
+            if not apps:
+                del self.unsettled_on[pair]
 
     def app_watch_changed(self, msg: AppWatchChanged, tracking: Tracking | None) -> bool:
         """An app started or stopped watching its branch."""
@@ -122,12 +150,19 @@ class WatcherService:
             self._remember(repo)
         return bool(changed)
 
-    def pairs_of(self, urls: list[str]) -> list[WatchedRepo]:
-        """The watched pairs of a repository known by any of ``urls``."""
-        keys = {repo_key(u) for u in urls}
+    def pair_ids_of(self, urls: list[str]) -> list[uuid.UUID]:
+        """The watched pairs of a repository known by any of ``urls`` (from memory)."""
+        keys = dict.fromkeys(repo_key(u) for u in urls)
+        return [repo_id for key in keys for repo_id in self.by_repo.get(key, ())]
+
+    def pairs_of(self, urls: list[str], branch: str | None = None) -> list[WatchedRepo]:
+        """The watched pairs of a repository known by any of ``urls`` (on ``branch``)."""
+        return self._pairs(self.pair_ids_of(urls), branch)
+
+    def _pairs(self, pair_ids: list[uuid.UUID], branch: str | None) -> list[WatchedRepo]:
         found = []
-        for repo_id, (url, _branch) in list(self.watched.items()):
-            if repo_key(url) in keys:
+        for repo_id in pair_ids:
+            if branch is None or self.watched[repo_id][1] == branch:
                 repo: object = self.app.repository.get(repo_id)
                 if isinstance(repo, WatchedRepo):
                     found.append(repo)
@@ -145,8 +180,8 @@ class WatcherService:
         def decide() -> list[Any]:
             observed.clear()
             now = self.clock()
-            pairs = self.pairs_of([msg.repo_url, *msg.repo_urls])
-            apps_of_repo = sorted({a for p in pairs for a in p.apps})
+            pair_ids = self.pair_ids_of([msg.repo_url, *msg.repo_urls])
+            apps_of_repo = sorted({a for i in pair_ids for a in self.apps_on.get(i, ())})
             existing = self._get_delivery(msg.provider, msg.delivery_id)
             if existing is not None:
                 existing.duplicate(apps_of_repo, now)
@@ -169,9 +204,9 @@ class WatcherService:
             if branch is None:
                 delivery.reject(f"{msg.ref!r} is not a branch push", None, apps_of_repo, now)
                 return [delivery]
-            matching = [p for p in pairs if p.branch == branch]
+            matching = self._pairs(pair_ids, branch)
             if not matching:
-                watched = sorted({p.branch for p in pairs})
+                watched = sorted({self.watched[i][1] for i in pair_ids})
                 reason = f"branch {branch!r} is not watched" + (
                     f" (watched: {', '.join(watched)})"
                     if watched
@@ -277,7 +312,10 @@ class WatcherService:
         """Find the watched pairs in the store (at start-up)."""
         self.watched.clear()
         self.heads.clear()
+        self.by_repo.clear()
+        self.apps_on.clear()
         self.unsettled.clear()
+        self.unsettled_on.clear()
         self.rollbacks.clear()
         for notification in self.app.all_notifications():
             if notification.topic.endswith(":WatchedRepo.Registered"):
