@@ -9,8 +9,8 @@ is why every message carries its origin and position in its headers.
 
 Latency: a save in this process hands its committed notifications straight to the relay
 (no read of what was just written), and while the relay runs, recording the position
-does not hold up the next batch, and happens at most once a second. The store stays the source: the relay reads it at start,
-after a gap in the handed-over ids, and on every poll.
+does not hold up the next batch, and happens at most once a second. The store stays the
+source: the relay reads it at start, after a gap in the handed-over ids, and on every poll.
 """
 
 from __future__ import annotations

@@ -93,9 +93,7 @@ class Topology:
         retired: Iterable[str] = (),
     ) -> Route:
         """Register a queue receiving ``tags`` (and no longer ``retired``); returns its route."""
-        route = Route(
-            queue, tuple(tags), delivery_limit or DEFAULT_DELIVERY_LIMIT, tuple(retired)
-        )
+        route = Route(queue, tuple(tags), delivery_limit or DEFAULT_DELIVERY_LIMIT, tuple(retired))
         if queue in self.routes and self.routes[queue] != route:
             raise ValueError(f"queue {queue!r} is already routed differently")
         self.routes[queue] = route
