@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
-from shipwreck_api.broadcast import Broadcaster, Ended, Overflow, SubscriberTooSlow
+from shipwreck_api.broadcast import (
+    Broadcaster,
+    Delivery,
+    Ended,
+    Overflow,
+    SubscriberTooSlow,
+    Subscription,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -62,3 +70,27 @@ async def test_closing_unsubscribes() -> None:
         assert hub.subscriber_count("k") == 1
     assert hub.subscriber_count() == 0
     assert hub.publish("k", 1) == 0
+
+
+async def test_subscriptions_given_back_are_woken_only_after_every_delivery() -> None:
+    """A stream's last item ends every handed-over subscription: every subscriber's frame
+    is written before any of them is given back (and its task woken)."""
+    hub: Broadcaster[str, int] = Broadcaster()
+    subscriptions = [hub.subscribe("k") for _ in range(3)]
+    seen: list[list[bool]] = []
+
+    class Ending:
+        def deliver(self, item: int, shared: dict[Any, Any]) -> Delivery:
+            # Whether each subscription was already given back when this one is written.
+            seen.append([s._direct is None for s in subscriptions])
+            return Delivery.ENDED if item == 2 else Delivery.SENT
+
+    async def hand_over(s: Subscription[str, int]) -> bool:
+        return await s.hand_over(Ending())
+
+    waiting = [asyncio.create_task(hand_over(s)) for s in subscriptions]
+    await asyncio.sleep(0)
+    hub.publish("k", 1)
+    hub.publish("k", 2)
+    assert await asyncio.gather(*waiting) == [True, True, True]
+    assert seen == [[False, False, False]] * 6

@@ -208,6 +208,7 @@ class Broadcaster(Generic[K, T]):
         """Offer ``item`` to every subscriber of ``key``; returns how many there were."""
         subscribers = self._subscribers.get(key, ())
         shared: dict[Any, Any] = {}
+        returned: list[tuple[Subscription[K, T], Delivery]] = []
         # With thousands of subscribers handed over, this loop is the hot path of an update:
         # one call per subscriber, which writes its frame, and nothing else.
         for subscription in tuple(subscribers):
@@ -223,7 +224,12 @@ class Broadcaster(Generic[K, T]):
                 log.exception("direct delivery failed; the subscriber reads its queue again")
                 outcome = Delivery.LEFT
             if outcome is not Delivery.SENT and outcome is not Delivery.SKIPPED:
-                subscription._handed_back(outcome, item)
+                returned.append((subscription, outcome))
+        # Subscriptions given back (a stream's last item ends every one of them) wake their
+        # tasks: after every frame is written, so that the last subscriber's frame does not
+        # wait for the others' wake-ups.
+        for subscription, outcome in returned:
+            subscription._handed_back(outcome, item)
         return len(subscribers)
 
     def keys(self) -> list[K]:
