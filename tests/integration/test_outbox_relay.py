@@ -81,6 +81,17 @@ def _subscribe(broker: RabbitBroker, route: Route, counter: Counter, expected: i
             counter.handled.set()
 
 
+def _listen(broker: RabbitBroker, route: Route) -> asyncio.Queue[EntryAnnounced]:
+    """The entries announced on ``route``'s queue, as they arrive."""
+    got: asyncio.Queue[EntryAnnounced] = asyncio.Queue()
+
+    @broker.subscriber(route.declaration(), events_exchange())
+    async def on_entry(msg: EntryAnnounced) -> None:
+        await got.put(msg)
+
+    return got
+
+
 async def _delete_queue(name: str) -> None:
     connection = await aio_pika.connect_robust(AMQP_URL)
     channel = await connection.channel()
@@ -160,11 +171,7 @@ async def test_relay_wakes_up_on_save_without_waiting_for_the_poll(
     writer = make_writer(stores.config(), stores.name("w"))
     route = Route(unique("test.relay"), ("test.entry-announced.v1",))
     broker = create_broker(AMQP_URL, app_id="test")
-    got: asyncio.Queue[EntryAnnounced] = asyncio.Queue()
-
-    @broker.subscriber(route.declaration(), events_exchange())
-    async def on_entry(msg: EntryAnnounced) -> None:
-        await got.put(msg)
+    got = _listen(broker, route)
 
     async with broker:
         await broker.start()
@@ -289,11 +296,7 @@ async def test_relay_records_its_position_once_per_interval_and_when_it_stops(
     writer = make_writer(stores.config(), stores.name("w"))
     route = Route(unique("test.relay"), ("test.entry-announced.v1",))
     broker = create_broker(AMQP_URL, app_id="test")
-    got: asyncio.Queue[EntryAnnounced] = asyncio.Queue()
-
-    @broker.subscriber(route.declaration(), events_exchange())
-    async def on_entry(msg: EntryAnnounced) -> None:
-        await got.put(msg)
+    got = _listen(broker, route)
 
     def recorded() -> int:
         return writer.process_recorder.max_tracking_id(relay.position_name) or 0

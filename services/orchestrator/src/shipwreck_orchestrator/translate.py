@@ -54,18 +54,7 @@ def translate(e: Any) -> list[Outgoing]:
                 )
             ]
         case "Deployment.Initialized":
-            return _initialized(
-                DeploymentInitialized(
-                    deployment_id=d,
-                    app=e.app,
-                    repo_url=e.repo_url,
-                    branch=e.branch,
-                    trigger=e.trigger,
-                    commit=e.commit,
-                    at=e.at,
-                    rolled_back_from=getattr(e, "rolled_back_from", None),
-                )
-            )
+            return _initialized(e, getattr(e, "rolled_back_from", None))
         case "Deployment.PlacementRequested":
             return [
                 RequestPlacement(
@@ -77,17 +66,7 @@ def translate(e: Any) -> list[Outgoing]:
             ]
         case "Deployment.Rescheduled":
             return [
-                *_initialized(
-                    DeploymentInitialized(
-                        deployment_id=d,
-                        app=e.app,
-                        repo_url=e.repo_url,
-                        branch=e.branch,
-                        trigger=e.trigger,
-                        commit=e.commit,
-                        at=e.at,
-                    )
-                ),
+                *_initialized(e),
                 RequestPlacement(
                     deployment_id=d,
                     app=e.app,
@@ -100,17 +79,7 @@ def translate(e: Any) -> list[Outgoing]:
             # Placed again like a lost node's work, but without avoiding its node: no
             # other node has the image either, so whichever gets it builds it again.
             return [
-                *_initialized(
-                    DeploymentInitialized(
-                        deployment_id=d,
-                        app=e.app,
-                        repo_url=e.repo_url,
-                        branch=e.branch,
-                        trigger=e.trigger,
-                        commit=e.commit,
-                        at=e.at,
-                    )
-                ),
+                *_initialized(e),
                 RequestPlacement(deployment_id=d, app=e.app, attempt=e.attempt, requested_at=e.at),
             ]
         case "Workload.Assigned":
@@ -228,7 +197,19 @@ def translate(e: Any) -> list[Outgoing]:
     return []
 
 
-def _initialized(message: DeploymentInitialized) -> list[Outgoing]:
+def _initialized(e: Any, rolled_back_from: str | None = None) -> list[Outgoing]:
+    """``DeploymentInitialized`` for an event that (re)starts a deployment: accepted,
+    rescheduled after its node was lost, or displaced."""
+    message = DeploymentInitialized(
+        deployment_id=e.originator_id,
+        app=e.app,
+        repo_url=e.repo_url,
+        branch=e.branch,
+        trigger=e.trigger,
+        commit=e.commit,
+        at=e.at,
+        rolled_back_from=rolled_back_from,
+    )
     # A rollback's goes to the watcher too, as a copy under a key of its own: the watcher
     # pins the app, and has no use for any other deployment's.
     if message.trigger is Trigger.ROLLBACK:
