@@ -19,7 +19,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
 from aiormq.exceptions import AMQPError
 from faststream.rabbit import RabbitBroker
 from litestar import Litestar, Request, Response, get, post
@@ -87,6 +91,10 @@ class UpdateFeed:
         self.on_reconnect = on_reconnect
         self.prefetch = prefetch
         self._connection: AbstractRobustConnection | None = None
+        # aio-pika's robust connection holds its channels only weakly: a channel that
+        # nothing else holds is collected while the connection is down, and is then not
+        # restored (no queue, no bindings, no consumer after a reconnection).
+        self._channel: AbstractRobustChannel | None = None
 
     async def start(self) -> None:
         """Declare the queue on a connection of its own, bind every live tag, consume."""
@@ -96,7 +104,7 @@ class UpdateFeed:
         # aio-pika declares, binds and consumes again after a reconnection; what was
         # published meanwhile went to a queue that no longer existed.
         self._connection.reconnect_callbacks.add(self._reconnected)
-        channel = await self._connection.channel()
+        channel = self._channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=self.prefetch)
         exchange = await channel.declare_exchange(
             EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
@@ -116,6 +124,7 @@ class UpdateFeed:
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
+            self._channel = None
 
 
 def create_app(
