@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import anyio
 import pytest
 from faststream import TestApp
 from faststream.rabbit import RabbitBroker, RabbitQueue
@@ -22,6 +23,7 @@ from shipwreck_contracts import (
     LogLine,
     LogStream,
     NodeHeartbeat,
+    NodeRegistered,
     StageReported,
     StopWork,
     WorkFailed,
@@ -273,6 +275,48 @@ def test_heartbeats_list_the_running_deployments() -> None:
     beat = heartbeat.beat(ids)
     assert beat.running == ids
     assert beat.node_id == settings.node_id
+
+
+async def test_a_heartbeat_goes_out_on_time_while_listing_the_containers_hangs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A node whose Docker engine is slow to list containers (busy building a queue of
+    deployments) still heartbeats every interval, with the newest list it has: before, it
+    waited for the listing and the scheduler declared it lost."""
+    settings = NodeSettings(node_name="hb-slow", heartbeat_seconds=0.05)
+    broker = create_broker("amqp://unused/", app_id="test")
+    outbox = Outbox()
+
+    for kind in (NodeRegistered, NodeHeartbeat):
+
+        @broker.subscriber(
+            RabbitQueue(f"test.{tag_of(kind)}", routing_key=tag_of(kind)), events_exchange()
+        )
+        async def collect(message: NodeRegistered | NodeHeartbeat) -> None:
+            await outbox.send(message)
+
+    answer = anyio.Event()
+    listings = 0
+    ids = [uuid.uuid4()]
+
+    async def slow_listing() -> list[uuid.UUID]:
+        nonlocal listings
+        listings += 1
+        await answer.wait()
+        return ids
+
+    async with in_memory(broker) as test_broker, anyio.create_task_group() as tasks:
+        heartbeat = Heartbeat(settings, test_broker, running=slow_listing)
+        tasks.start_soon(heartbeat.run)
+        with anyio.fail_after(10):
+            beats = await outbox.wait_for(NodeHeartbeat, 4)
+        assert [b.running for b in beats] == [[]] * 4  # nothing listed yet, and on time
+        assert listings == 1  # the slow listing was waited for, not asked again
+        answer.set()
+        with anyio.fail_after(10):
+            await outbox.wait_until(lambda: outbox.of(NodeHeartbeat)[-1].running == ids)
+        tasks.cancel_scope.cancel()
+    assert "listing this node's containers took over 0.1 s" in caplog.text
 
 
 # --- through the composition root, on the in-memory broker ------------------------------

@@ -37,6 +37,49 @@ async def _nothing_running() -> Sequence[uuid.UUID]:
     return []
 
 
+class NewestListing:
+    """The node's deployments as the newest listing that has answered gave them.
+
+    A listing asks the Docker engine, which can take many seconds while it builds and
+    starts containers for a queue of deployments. A heartbeat that waited for it was late,
+    and a node busy deploying was declared lost (then its deployments were placed
+    elsewhere and it was told to abandon them). So a heartbeat waits for the listing at
+    most ``patience`` seconds, then goes with the newest list that did answer; the
+    scheduler adds what it has assigned to the node anyway. One listing at a time: a slow
+    one is waited for again, not abandoned and asked again.
+    """
+
+    def __init__(self, running: Running) -> None:
+        self._running = running
+        self._pending: asyncio.Task[Sequence[uuid.UUID]] | None = None
+        self.newest: Sequence[uuid.UUID] = ()
+        self._listed_at: float | None = None
+
+    async def within(self, patience: float) -> Sequence[uuid.UUID]:
+        """The deployments listed now if the listing answers within ``patience`` seconds,
+        else the newest list (empty before the first answer)."""
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(self._running())
+        done, _ = await asyncio.wait([self._pending], timeout=patience)
+        if done:
+            task, self._pending = self._pending, None
+            self.newest = task.result()
+            self._listed_at = asyncio.get_running_loop().time()
+        return self.newest
+
+    def age(self) -> float | None:
+        """Seconds since the newest listing answered; None before the first answer."""
+        if self._listed_at is None:
+            return None
+        return asyncio.get_running_loop().time() - self._listed_at
+
+    def close(self) -> None:
+        """Cancel a listing still in progress."""
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+
+
 class Heartbeat:
     """Announces the node once, then reports its capacity and its deployments every interval."""
 
@@ -46,11 +89,13 @@ class Heartbeat:
         broker: RabbitBroker,
         capacity: Callable[[], Capacity] = read_capacity,
         running: Running = _nothing_running,
+        logger: logging.Logger | None = None,
     ) -> None:
         self.settings = settings
         self.broker = broker
         self.capacity = capacity
         self.running = running
+        self.log = logger or logging.getLogger("shipwreck.node")
         self.started_at = datetime.now(UTC)
 
     def registration(self) -> NodeRegistered:
@@ -79,11 +124,26 @@ class Heartbeat:
         )
 
     async def run(self) -> None:
-        """Register, then heartbeat until cancelled."""
+        """Register, then heartbeat every interval until cancelled, however slow the
+        listing of the node's deployments is."""
         await publish(self.broker, self.registration())
-        while True:
-            await publish(self.broker, self.beat(await self.running()))
-            await asyncio.sleep(self.settings.heartbeat_seconds)
+        listing = NewestListing(self.running)
+        interval = self.settings.heartbeat_seconds
+        try:
+            while True:
+                running = await listing.within(interval)
+                age = listing.age()
+                if age is None or age > interval:
+                    self.log.warning(
+                        "listing this node's containers took over %.1f s (is the Docker "
+                        "engine overloaded?): this heartbeat carries %s",
+                        interval,
+                        "no list yet" if age is None else f"the list of {age:.1f} s ago",
+                    )
+                await publish(self.broker, self.beat(running))
+                await asyncio.sleep(interval)
+        finally:
+            listing.close()
 
 
 def create_app(
@@ -148,7 +208,7 @@ def create_app(
         await router.close()
 
     tasks = BackgroundTasks()
-    tasks.add("heartbeat", Heartbeat(settings, broker, running=runner.running).run)
+    tasks.add("heartbeat", Heartbeat(settings, broker, running=runner.running, logger=log).run)
     app = build_service(
         "node",
         broker,
