@@ -7,8 +7,8 @@ then records the new position. A relay that dies between publishing and recordin
 the same messages again on restart; consumers drop the duplicates by their Tracking, which
 is why every message carries its origin and position in its headers.
 
-Latency: a save in this process hands its committed notifications straight to the relay
-(no read of what was just written), and while the relay runs, recording the position
+Latency: a save in this process hands its committed notifications, with their domain
+events, straight to the relay (no read, and no decoding, of what was just written), and while the relay runs, recording the position
 does not hold up the next batch, and happens at most once a second. The store stays the
 source: the relay reads it at start, after a gap in the handed-over ids, and on every poll.
 """
@@ -105,9 +105,10 @@ class OutboxRelay:
         self._position: int | None = None
         self._recorded = 0
         self._recording: asyncio.Task[None] | None = None
-        # Notifications committed by saves in this process and not yet published, by id.
+        # Events committed by saves in this process and not yet published, by notification
+        # id, with the domain event the save had (no decoding of what was just encoded).
         # Bounded: past the limit the store is read instead (a broker outage, say).
-        self._fresh: dict[int, Notification] = {}
+        self._fresh: dict[int, Recording[UUID]] = {}
         self._fresh_limit = 10 * batch_size
         # Done when the batch being published now is confirmed (or has failed).
         self._in_flight: asyncio.Future[None] | None = None
@@ -129,32 +130,34 @@ class OutboxRelay:
 
         Does not record the position: :meth:`record_position` does, after this returns.
         """
-        notifications, _ = await self._next_batch()
-        if not notifications:
+        recordings, _ = await self._next_batch()
+        if not recordings:
             return None
-        await self._publish(notifications)
-        return notifications[-1].id
+        await self._publish(recordings)
+        return recordings[-1].notification.id
 
-    async def _next_batch(self) -> tuple[list[Notification], bool]:
-        """The notifications after the published position, and whether more may follow."""
+    async def _next_batch(self) -> tuple[list[Recording[UUID]], bool]:
+        """The events after the published position, and whether more may follow."""
         start = await self.position() + 1
         for stale in [i for i in self._fresh if i < start]:
             del self._fresh[stale]
-        handed: list[Notification] = []
-        while len(handed) < self.batch_size and (n := self._fresh.pop(start + len(handed), None)):
-            handed.append(n)
+        handed: list[Recording[UUID]] = []
+        while len(handed) < self.batch_size and (r := self._fresh.pop(start + len(handed), None)):
+            handed.append(r)
         if handed:
             return handed, bool(self._fresh)
         # Nothing handed over from ``start`` on: a fresh start, a poll, a save in another
         # process, or a gap in the ids (a rolled-back insert uses ids up): the store says.
         notifications = await self._select(start)
-        return notifications, len(notifications) == self.batch_size
+        to_event = self.app.mapper.to_domain_event
+        read = [Recording(domain_event=to_event(n), notification=n) for n in notifications]
+        return read, len(notifications) == self.batch_size
 
-    async def _publish(self, notifications: Sequence[Notification]) -> None:
+    async def _publish(self, recordings: Sequence[Recording[UUID]]) -> None:
         publishes = []
-        for notification in notifications:
-            domain_event = self.app.mapper.to_domain_event(notification)
-            for routed in outgoing(self.translate(domain_event)):
+        for recording in recordings:
+            notification = recording.notification
+            for routed in outgoing(self.translate(recording.domain_event)):
                 publishes.append(
                     publish(
                         self.broker,
@@ -253,12 +256,12 @@ class OutboxRelay:
                 # Cleared before looking, so a save during this round wakes the next one.
                 self._wake.clear()
                 try:
-                    notifications, more = await self._next_batch()
-                    if notifications:
+                    recordings, more = await self._next_batch()
+                    if recordings:
                         self._in_flight = asyncio.get_running_loop().create_future()
                         try:
-                            await self._publish(notifications)
-                            self._published(notifications[-1].id)
+                            await self._publish(recordings)
+                            self._published(recordings[-1].notification.id)
                         finally:
                             self._in_flight.set_result(None)
                             self._in_flight = None
@@ -305,10 +308,10 @@ class OutboxRelay:
 
     def _offer_from_any_thread(self, recordings: Sequence[Recording[UUID]]) -> None:
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._offer, [r.notification for r in recordings])
+            self._loop.call_soon_threadsafe(self._offer, list(recordings))
 
-    def _offer(self, notifications: list[Notification]) -> None:
-        for notification in notifications:
+    def _offer(self, recordings: list[Recording[UUID]]) -> None:
+        for recording in recordings:
             if len(self._fresh) < self._fresh_limit:
-                self._fresh[notification.id] = notification
+                self._fresh[recording.notification.id] = recording
         self._wake.set()
