@@ -30,6 +30,11 @@ DISCONNECTED = (AMQPConnectionError, ChannelInvalidStateError, ConnectionError)
 """What a publish raises while the connection to RabbitMQ is down or being restored."""
 
 
+# One description of the exchange for every publish (building one is not free, and a relay
+# publishes one message per event).
+_EVENTS = events_exchange()
+
+
 class PublishFailed(RuntimeError):
     """RabbitMQ did not confirm a publish (nack, or no queue to route it to)."""
 
@@ -61,7 +66,7 @@ async def publish(
         try:
             confirmation = await broker.publish(
                 message,
-                exchange=events_exchange(),
+                exchange=_EVENTS,
                 routing_key=key,
                 persist=True,
                 mandatory=mandatory,
