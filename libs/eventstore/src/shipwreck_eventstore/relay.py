@@ -8,9 +8,10 @@ the same messages again on restart; consumers drop the duplicates by their Track
 is why every message carries its origin and position in its headers.
 
 Latency: a save in this process hands its committed notifications, with their domain
-events, straight to the relay (no read, and no decoding, of what was just written), and while the relay runs, recording the position
-does not hold up the next batch, and happens at most once a second. The store stays the
-source: the relay reads it at start, after a gap in the handed-over ids, and on every poll.
+events, straight to the relay (no read, and no decoding, of what was just written), and
+while the relay runs, recording the position does not hold up the next batch, and
+happens at most once a second. The store stays the source: the relay reads it at start,
+after a gap in the handed-over ids, and on every poll.
 """
 
 from __future__ import annotations
