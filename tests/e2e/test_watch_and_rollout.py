@@ -127,17 +127,29 @@ def _deployment_ids(api: Api) -> set[str]:
 
 
 def _ledger(api: Api) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = api.gql(LEDGER, app=APP)["app"]["ledger"]
+    entries = _ledger_if_known(api)
+    assert entries is not None, f"the api does not know {APP}"
+    return entries
+
+
+def _ledger_if_known(api: Api) -> list[dict[str, Any]] | None:
+    """The app's ledger, or None while the api does not know the app (an api started
+    later knows it once the orchestrator's replay has reached it)."""
+    app = api.gql(LEDGER, app=APP)["app"]
+    if app is None:
+        return None
+    entries: list[dict[str, Any]] = app["ledger"]
     return entries
 
 
 def _ledger_until(api: Api, done: Any, seconds: float = 30) -> list[dict[str, Any]]:
     """The app's ledger once ``done(entries)`` holds (the watcher records, then relays)."""
     deadline = time.monotonic() + seconds
-    entries = _ledger(api)
-    while not done(entries) and time.monotonic() < deadline:
+    entries = _ledger_if_known(api)
+    while (entries is None or not done(entries)) and time.monotonic() < deadline:
         time.sleep(0.2)
-        entries = _ledger(api)
+        entries = _ledger_if_known(api)
+    assert entries is not None, f"the api still does not know {APP}"
     assert done(entries), entries
     return entries
 
