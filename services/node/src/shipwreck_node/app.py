@@ -52,7 +52,7 @@ class NewestListing:
     def __init__(self, running: Running) -> None:
         self._running = running
         self._pending: asyncio.Task[Sequence[uuid.UUID]] | None = None
-        self.newest: Sequence[uuid.UUID] = ()
+        self._newest: Sequence[uuid.UUID] = ()
         self._listed_at: float | None = None
 
     async def within(self, patience: float) -> Sequence[uuid.UUID]:
@@ -63,9 +63,9 @@ class NewestListing:
         done, _ = await asyncio.wait([self._pending], timeout=patience)
         if done:
             task, self._pending = self._pending, None
-            self.newest = task.result()
+            self._newest = task.result()
             self._listed_at = asyncio.get_running_loop().time()
-        return self.newest
+        return self._newest
 
     def age(self) -> float | None:
         """Seconds since the newest listing answered; None before the first answer."""
