@@ -12,9 +12,16 @@ Run it in a process of its own, so that the code under test never delays the sch
 It prints ``ready`` once its connections are open, runs until SIGTERM or SIGINT, lets the
 requests in flight finish (or time out), then writes to ``--out`` as JSON
 ``{"requests": [...], "connections_opened": n}``, each request as
-``[due, sent, done, status, kind, body]`` with monotonic times in seconds (comparable
-with ``time.monotonic()`` in other processes), ``status`` 0 when there was no answer, and
-``kind`` saying what went wrong (``""`` for a 200).
+``[due, sent, done, status, kind, body, retried]`` with monotonic times in seconds
+(comparable with ``time.monotonic()`` in other processes), ``status`` 0 when there was no
+answer, ``kind`` saying what went wrong (``""`` for a 200), and ``retried`` what ended the
+reused connection of a first try (``""`` when there was none).
+
+Like browsers, curl and Go's client (RFC 9112 section 9.3.1), a GET sent on a reused
+keep-alive connection that ends before any byte of an answer is sent once more on a new
+connection: a server may close an idle connection at any moment (Caddy closes them all when
+it applies a config), and a request already on its way then meets the close. The retry is
+recorded, so a report can say what a client without it would have seen.
 """
 
 from __future__ import annotations
@@ -23,16 +30,25 @@ import argparse
 import asyncio
 import collections
 import json
+import select
 import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-Record = tuple[float, float, float, int, str, str]
+Record = tuple[float, float, float, int, str, str, str]
 
 
 class NoAnswer(Exception):
     """The connection ended before a whole answer arrived."""
+
+
+class ClosedBeforeAnswer(Exception):
+    """The connection ended, or was reset, before the first byte of an answer."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.kind = type(cause).__name__
 
 
 @dataclass
@@ -51,11 +67,14 @@ class Connection:
     async def get(self, request: bytes) -> tuple[int, bytes, bool]:
         """Send ``request``; the status, the body and whether the connection stays open."""
         self.used += 1
-        self.writer.write(request)
-        await self.writer.drain()
-        line = await self.reader.readline()
-        if not line:
-            raise NoAnswer("closed before a status line")
+        try:
+            self.writer.write(request)
+            await self.writer.drain()
+            line = await self.reader.readline()
+            if not line:
+                raise NoAnswer("closed before a status line")
+        except (NoAnswer, ConnectionError) as e:
+            raise ClosedBeforeAnswer(e) from e
         status = int(line.split(b" ", 2)[1])
         length: int | None = None
         chunked = False
@@ -80,6 +99,19 @@ class Connection:
             body = await self.reader.read()
             keep = False
         return status, body, keep
+
+    def closed(self) -> bool:
+        """Whether the server has closed (or reset) this idle connection.
+
+        Asks the socket itself, as urllib3 does: an idle connection that is readable holds a
+        FIN, a reset or bytes nobody asked for, and this event loop may not have read them
+        yet.
+        """
+        if self.reader.at_eof() or self.writer.is_closing():
+            return True
+        sock = self.writer.get_extra_info("socket")
+        readable, _, _ = select.select([sock.fileno()], [], [], 0)
+        return bool(readable)
 
     def close(self) -> None:
         self.writer.close()
@@ -135,7 +167,7 @@ class Generator:
         # client, never reuse one the server has already closed (its FIN has arrived).
         while self.idle:
             connection = self.idle.popleft()
-            if not (connection.reader.at_eof() or connection.writer.is_closing()):
+            if not connection.closed():
                 return connection
             connection.close()
         return None
@@ -144,19 +176,34 @@ class Generator:
         loop = asyncio.get_running_loop()
         connection = self._take_idle()
         sent = loop.time()
-        status, kind, body = 0, "", b""
+        status, kind, body, retried = 0, "", b"", ""
         try:
             async with asyncio.timeout(self.timeout):
                 if connection is None:
                     connection = await self.connect()
-                status, body, keep = await connection.get(self.request)
+                try:
+                    status, body, keep = await connection.get(self.request)
+                except ClosedBeforeAnswer as e:
+                    if connection.used == 1:
+                        raise  # a new connection: nothing to retry
+                    retried = f"{e.kind} on a reused connection"
+                    connection.close()
+                    connection = await self.connect()
+                    status, body, keep = await connection.get(self.request)
             kind = "" if status == 200 else f"http {status}"
         except TimeoutError:
             kind, keep = "timeout", False
-        except (NoAnswer, asyncio.IncompleteReadError, ConnectionError, OSError) as e:
+        except (
+            ClosedBeforeAnswer,
+            NoAnswer,
+            asyncio.IncompleteReadError,
+            ConnectionError,
+            OSError,
+        ) as e:
             # Told apart: a connection that was reused (a keep-alive the proxy closed) or new.
             reused = connection is not None and connection.used > 1
-            kind = f"{type(e).__name__}{' on a reused connection' if reused else ''}"
+            name = e.kind if isinstance(e, ClosedBeforeAnswer) else type(e).__name__
+            kind = f"{name}{' on a reused connection' if reused else ''}"
             keep = False
         done = loop.time()
         if connection is not None:
@@ -164,7 +211,7 @@ class Generator:
                 self.idle.append(connection)
             else:
                 connection.close()
-        self.records.append((due, sent, done, status, kind, body.decode(errors="replace")))
+        self.records.append((due, sent, done, status, kind, body.decode(errors="replace"), retried))
 
 
 def main(argv: list[str] | None = None) -> int:
