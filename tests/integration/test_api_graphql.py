@@ -11,6 +11,7 @@ import asyncio
 import json
 import random
 import subprocess
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -175,17 +176,96 @@ class Orchestra:
             await self.channel.default_exchange.publish(body, routing_key=to)
 
 
-@pytest.fixture
-async def orchestra(amqp_url: str) -> AsyncIterator[Orchestra]:
+@asynccontextmanager
+async def _orchestra(amqp_url: str, *, answer_replays: bool) -> AsyncIterator[Orchestra]:
     connection = await aio_pika.connect_robust(amqp_url)
     try:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.declare_exchange(
             EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
         )
-        yield Orchestra(channel, exchange)
+        if answer_replays:
+            with ReplayAnswerer(amqp_url):
+                yield Orchestra(channel, exchange)
+        else:
+            yield Orchestra(channel, exchange)
     finally:
         await connection.close()
+
+
+class ReplayAnswerer:
+    """Answers every replay request to the orchestrator at once, with the ReplayFinished of
+    an empty log, from a thread with its own event loop.
+
+    Its own loop, because Litestar's test client runs the app in another thread and blocks
+    the test's loop while a request is handled: an answer sent from the test's loop could
+    not reach a query that waits for it.
+    """
+
+    def __init__(self, amqp_url: str) -> None:
+        self.amqp_url = amqp_url
+        self._listening = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=asyncio.run, args=(self._serve(),), daemon=True)
+        self._failure: BaseException | None = None
+
+    def __enter__(self) -> ReplayAnswerer:
+        self._thread.start()
+        if not self._listening.wait(10):
+            raise AssertionError(f"the replay answerer did not start: {self._failure!r}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    async def _serve(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        try:
+            connection = await aio_pika.connect_robust(self.amqp_url)
+        except BaseException as e:
+            self._failure = e
+            raise
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.declare_exchange(
+                EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+            await queue.bind(exchange, routing_key=tag_of(ReplayRequested))
+
+            async def answer(incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
+                async with incoming.process():
+                    request = decode_message(incoming.body)
+                    if isinstance(request, ReplayRequested) and request.origin == "orchestrator":
+                        finished = ReplayFinished(
+                            origin="orchestrator", last_position=0, at=datetime.now(UTC)
+                        )
+                        await channel.default_exchange.publish(
+                            aio_pika.Message(encode(finished), content_type="application/json"),
+                            routing_key=request.reply_to,
+                        )
+
+            await queue.consume(answer)
+            self._listening.set()
+            await self._stop.wait()
+
+
+@pytest.fixture
+async def orchestra(amqp_url: str) -> AsyncIterator[Orchestra]:
+    """Plays the other services; answers the api's replay requests as an orchestrator with
+    an empty log does, so the api's read model is whole (and what the test relays is live)."""
+    async with _orchestra(amqp_url, answer_replays=True) as orchestra:
+        yield orchestra
+
+
+@pytest.fixture
+async def silent_orchestra(amqp_url: str) -> AsyncIterator[Orchestra]:
+    """Plays the other services, and leaves the api's replay requests to the test."""
+    async with _orchestra(amqp_url, answer_replays=False) as orchestra:
+        yield orchestra
 
 
 # --- GraphQL helpers ------------------------------------------------------------------------------
@@ -306,7 +386,7 @@ async def test_deploy_publishes_exactly_one_request_and_answers_requested(
         "admin",
     )
     assert deployed["app"] is None  # the orchestrator names the app
-    assert shown["data"]["deployment"] == {"id": deployed["id"], "status": "REQUESTED"}
+    assert shown["data"]["deployment"] == {"id": deployed["id"], "status": "REQUESTED"}, shown
     published = await spy.messages()
     assert len(published) == 1
     command, _ = published[0]
@@ -585,14 +665,14 @@ async def test_a_cancel_that_came_too_late_is_in_the_deployments_story(
 
 
 async def test_healthz_says_rebuilding_until_the_replay_finishes(
-    amqp_url: str, tmp_path: Path, orchestra: Orchestra
+    amqp_url: str, tmp_path: Path, silent_orchestra: Orchestra
 ) -> None:
-    replays = await orchestra.spy([tag_of(ReplayRequested)])
+    replays = await silent_orchestra.spy([tag_of(ReplayRequested)])
     async with AsyncTestClient(app=api(amqp_url, tmp_path)) as client:
         request = await replays.next_request()
         before = (await client.get("/healthz")).json()
         assert isinstance(request, ReplayRequested)
-        await orchestra.send(
+        await silent_orchestra.send(
             ReplayFinished(origin="orchestrator", last_position=0, at=datetime.now(UTC)),
             to=request.reply_to,
         )
@@ -609,11 +689,18 @@ async def test_healthz_says_rebuilding_until_the_replay_finishes(
 
 
 async def test_a_fresh_api_rebuilds_to_identical_answers_from_a_replay(
-    amqp_url: str, tmp_path: Path, orchestra: Orchestra
+    amqp_url: str, tmp_path: Path, silent_orchestra: Orchestra
 ) -> None:
     s = story(start=3000)
+    replays = await silent_orchestra.spy([tag_of(ReplayRequested)])
     async with AsyncTestClient(app=api(amqp_url, tmp_path / "a")) as first:
-        await orchestra.relay(s.relayed)
+        # The first api starts before anything happened: its replay is of an empty log.
+        request = await replays.next_request()
+        await silent_orchestra.send(
+            ReplayFinished(origin="orchestrator", last_position=0, at=datetime.now(UTC)),
+            to=request.reply_to,
+        )
+        await silent_orchestra.relay(s.relayed)
         await eventually(first, "{ deployments { id } }", lambda d: len(d["deployments"]) == 5)
         # Wait for the last events too: every deployment in its final status.
         await eventually(
@@ -626,21 +713,22 @@ async def test_a_fresh_api_rebuilds_to_identical_answers_from_a_replay(
         )
         expected = await gql(first, EVERYTHING)
 
-    replays = await orchestra.spy([tag_of(ReplayRequested)])
-    async with AsyncTestClient(app=api(amqp_url, tmp_path / "b")) as fresh:
-        assert (await gql(fresh, "{ deployments { id } apps { name } }"))["data"] == {
-            "deployments": [],
-            "apps": [],
-        }
+    fresh_api = api(amqp_url, tmp_path / "b", read_model_wait_seconds=0.2)
+    async with AsyncTestClient(app=fresh_api) as fresh:
         request = await replays.next_request()
         assert isinstance(request, ReplayRequested)
+        # Before its replay, the fresh api says so instead of answering empty lists.
+        early = await gql(fresh, "{ deployments { id } apps { name } }")
+        assert early["data"] is None
+        assert {e["extensions"]["code"] for e in early["errors"]} == {"REBUILDING"}
+        assert "the read model is being rebuilt" in early["errors"][0]["message"]
         # The replay, out of order and overlapping with the same events arriving live.
         replayed = list(s.relayed)
         random.Random(3).shuffle(replayed)
-        await orchestra.relay(replayed[: len(replayed) // 2], to=request.reply_to)
-        await orchestra.relay(s.relayed[-6:])  # live
-        await orchestra.relay(replayed[len(replayed) // 2 :], to=request.reply_to)
-        await orchestra.send(
+        await silent_orchestra.relay(replayed[: len(replayed) // 2], to=request.reply_to)
+        await silent_orchestra.relay(s.relayed[-6:])  # live
+        await silent_orchestra.relay(replayed[len(replayed) // 2 :], to=request.reply_to)
+        await silent_orchestra.send(
             ReplayFinished(
                 origin="orchestrator",
                 last_position=max(r.position for r in s.relayed),

@@ -45,12 +45,12 @@ from tests.integration.test_api_graphql import (
     amqp_url,
     api,
     eventually,
-    orchestra,
+    silent_orchestra,
 )
 from tests.integration.test_api_subscriptions import _api_process
 from tests.unit.test_api_story import NODE, T0, Relayed, story
 
-__all__ = ["amqp_url", "orchestra"]  # fixtures shared with test_api_graphql
+__all__ = ["amqp_url", "silent_orchestra"]  # fixtures shared with test_api_graphql
 
 pytestmark = [pytest.mark.anyio, pytest.mark.infra, pytest.mark.slow]
 
@@ -187,10 +187,10 @@ async def _send(channel: Any, shuffled: list[Relayed], reply_to: str) -> None:
 
 
 async def test_a_rebuild_of_ten_thousand_deployments_answers_identically(
-    amqp_url: str, tmp_path: Path, orchestra: Orchestra
+    amqp_url: str, tmp_path: Path, silent_orchestra: Orchestra
 ) -> None:
     history = platform_history(DEPLOYMENTS)
-    replays = await orchestra.spy([tag_of(ReplayRequested)])
+    replays = await silent_orchestra.spy([tag_of(ReplayRequested)])
     with _api_process(amqp_url, tmp_path, rebuild_timeout_seconds="60") as (_, url):
         base = url.replace("ws://", "http://").removesuffix("/graphql")
         async with httpx.AsyncClient(base_url=base, headers=AUTH, timeout=60) as http:
@@ -280,11 +280,11 @@ def _close_feed_connection(vhost: str, queue: str) -> None:
 
 
 async def test_after_its_connection_drops_the_api_asks_for_a_replay_of_what_it_missed(
-    amqp_url: str, tmp_path: Path, orchestra: Orchestra
+    amqp_url: str, tmp_path: Path, silent_orchestra: Orchestra
 ) -> None:
     s = story(start=30_000)
     half = len(s.relayed) // 2
-    replays = await orchestra.spy([tag_of(ReplayRequested)])
+    replays = await silent_orchestra.spy([tag_of(ReplayRequested)])
     async with AsyncTestClient(app=api(amqp_url, tmp_path)) as client:
         first = await replays.next_request()
         assert isinstance(first, ReplayRequested)
@@ -293,7 +293,7 @@ async def test_after_its_connection_drops_the_api_asks_for_a_replay_of_what_it_m
             client, "{ readModel { rebuilding } }", lambda d: not d["readModel"]["rebuilding"]
         )
         _close_feed_connection(urlsplit(amqp_url).path.lstrip("/"), first.reply_to)
-        await orchestra.relay(s.relayed[half:])  # published while the api's queue is gone
+        await silent_orchestra.relay(s.relayed[half:])  # published while the api's queue is gone
         again = await asyncio.wait_for(replays.next_request(), 30)
         assert isinstance(again, ReplayRequested)
         assert again.reply_to == first.reply_to  # the same queue, declared again

@@ -11,9 +11,11 @@ from shipwreck_api.commands import Actions
 from shipwreck_api.errors import NotFound, Refused
 from shipwreck_api.live import Live
 from shipwreck_contracts import (
+    ORCHESTRATOR_ORIGIN,
     CancelDeployment,
     DeploymentStatus,
     Message,
+    ReplayFinished,
     RequestDeployment,
     RollbackApp,
     SetAppWatch,
@@ -47,6 +49,8 @@ def _actions(*, fed: bool = True) -> tuple[Actions, ListBus]:
     if fed:
         for item in story().relayed:
             live.receive(item.message, {ORIGIN_HEADER: item.origin, POSITION_HEADER: item.position})
+    # The read model is whole: the orchestrator's replay (of nothing, or of the story) ended.
+    live.receive(ReplayFinished(origin=ORCHESTRATOR_ORIGIN, last_position=0, at=T0), {})
     bus = ListBus()
     actions = Actions(live, bus, resolve=_public, clock=lambda: T0, new_id=lambda: FIXED_ID)
     return actions, bus

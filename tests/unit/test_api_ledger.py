@@ -202,6 +202,7 @@ async def test_graphql_shows_an_apps_ledger_with_reasons() -> None:
             ),
         ],
     )
+    live.receive(ReplayFinished(origin="orchestrator", last_position=0, at=T0), {})
     context = {"api": ApiContext(live=live, actions=Actions(live, ListBus()), actor="test")}
     result = await schema.execute(
         LEDGER_QUERY, variable_values={"name": "hello", "limit": 1}, context_value=context

@@ -148,6 +148,7 @@ def create_app(
         queue_size=settings.subscriber_queue_size,
         log_queue_size=settings.log_subscriber_queue_size,
         unknown_wait=settings.unknown_deployment_wait_seconds,
+        read_wait=settings.read_model_wait_seconds,
     )
 
     # One exclusive queue per api process: every process sees every update, and the queue

@@ -159,7 +159,7 @@ class Actions:
 
     async def redeploy(self, *, app: str, actor: str) -> DeploymentRecord:
         """Deploy the head of a known app's branch again."""
-        known = self._app(app)
+        known = await self._app(app)
         command = RequestDeployment(
             deployment_id=self.new_id(),
             repo_url=known.repo_url,
@@ -174,7 +174,7 @@ class Actions:
 
     async def cancel(self, *, deployment_id: uuid.UUID, actor: str) -> DeploymentRecord:
         """Ask for a deployment in progress to be cancelled; returns it as it is now."""
-        record = self.deployment(deployment_id)
+        record = await self.deployment(deployment_id)
         # A RUNNING deployment has finished deploying: the orchestrator would ignore the
         # cancel, and the client would never learn why nothing happened.
         if record.status.is_terminal or record.status is DeploymentStatus.RUNNING:
@@ -191,8 +191,8 @@ class Actions:
 
     async def rollback(self, *, app: str, deployment_id: uuid.UUID, actor: str) -> DeploymentRecord:
         """Deploy again the commit an earlier deployment of ``app`` ran."""
-        known = self._app(app)
-        target = self.deployment(deployment_id)
+        known = await self._app(app)
+        target = await self.deployment(deployment_id)
         if target.app != known.name:
             raise Refused(f"deployment {deployment_id} is not a deployment of app {app}")
         if target.commit is None:
@@ -227,14 +227,14 @@ class Actions:
 
     async def stop_app(self, *, app: str, actor: str) -> AppRecord:
         """Stop the app; returns it as it will be once stopped (nothing current)."""
-        known = self._app(app)
+        known = await self._app(app)
         await self.bus.send(StopApp(app=known.name, actor=actor, requested_at=self.clock()))
         log.info("%s asked to stop app %s", actor, app)
         return replace(known, current=None)
 
     async def set_watch(self, *, app: str, watching: bool, actor: str) -> AppRecord:
         """Turn redeploy-on-new-commit on or off; returns the app as it will be."""
-        known = self._app(app)
+        known = await self._app(app)
         await self.bus.send(
             SetAppWatch(app=known.name, watching=watching, actor=actor, requested_at=self.clock())
         )
@@ -255,15 +255,16 @@ class Actions:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def deployment(self, deployment_id: uuid.UUID) -> DeploymentRecord:
-        """A known deployment, or :class:`NotFound` naming the id."""
-        record = self.live.model.deployment(deployment_id)
+    async def deployment(self, deployment_id: uuid.UUID) -> DeploymentRecord:
+        """A known deployment, or :class:`NotFound` naming the id (once the read model is
+        whole: a command decided on a model still rebuilding could be wrong)."""
+        record = (await self.live.ready()).deployment(deployment_id)
         if record is None:
             raise NotFound(f"no deployment with id {deployment_id}")
         return record
 
-    def _app(self, name: str) -> AppRecord:
-        record = self.live.model.app(name)
+    async def _app(self, name: str) -> AppRecord:
+        record = (await self.live.ready()).app(name)
         if record is None:
             raise NotFound(f"no app named {name!r}")
         return record

@@ -37,3 +37,10 @@ class Unavailable(ApiError):
     """The command could not be handed to RabbitMQ; nothing was requested."""
 
     code = "UNAVAILABLE"
+
+
+class Rebuilding(ApiError):
+    """The read model has not folded the orchestrator's replay yet, so an answer from it
+    could leave out what the platform holds; the client should ask again shortly."""
+
+    code = "REBUILDING"

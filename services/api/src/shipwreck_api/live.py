@@ -4,7 +4,8 @@ One :class:`Live` per api process. Its ``receive`` is called for every message o
 exclusive queue (live events, the replays, heartbeats, log lines); a change is computed
 once and handed to every GraphQL subscriber through the broadcasters. It also tracks the
 rebuild: until the orchestrator's ``ReplayFinished`` arrives, the read model is
-"rebuilding" (queries answer, possibly incompletely), and :meth:`Live.rebuild` drops the
+"rebuilding" (queries wait for it a while, see :meth:`Live.ready`), and
+:meth:`Live.rebuild` drops the
 read model and waits for a new replay. The trigger ledger comes from another log, the
 watcher's, replayed and tracked the same way beside it.
 
@@ -34,7 +35,7 @@ from typing import Any, Protocol, TypeVar
 import msgspec
 
 from shipwreck_api.broadcast import Broadcaster, Delivery, Overflow, Subscription
-from shipwreck_api.errors import NotFound
+from shipwreck_api.errors import NotFound, Rebuilding
 from shipwreck_api.ledger import Ledger
 from shipwreck_api.readmodel import (
     AppRecord,
@@ -240,6 +241,7 @@ class Live:
         queue_size: int = 100,
         log_queue_size: int = 1000,
         unknown_wait: float = 10.0,
+        read_wait: float = 10.0,
         log_grace: float = 2.0,
         settle: float = 0.05,
     ) -> None:
@@ -259,6 +261,7 @@ class Live:
             maxsize=queue_size, overflow=Overflow.DROP_OLDEST
         )
         self.unknown_wait = unknown_wait
+        self.read_wait = read_wait
         self.log_grace = log_grace
         self.settle = settle
         # Per origin: replay requests published, and ReplayFinished received.
@@ -362,6 +365,27 @@ class Live:
                     self.apps.publish(name, app)
 
     # -- the replay, and rebuilding ----------------------------------------------------------------
+
+    async def ready(self, wait: float | None = None) -> ReadModel:
+        """The read model once it has folded the orchestrator's replay, waiting for that up
+        to ``wait`` seconds (default ``read_wait``); :class:`Rebuilding` after that.
+
+        Before the replay has finished, the model lacks what happened before this process
+        started (or before a rebuild dropped it): an app it does not know yet may well
+        exist, and a list would be short. Saying so beats answering wrongly.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.read_wait if wait is None else wait)
+        # A rebuild replaces the state: wait for whichever one is current.
+        while (state := self.replay).rebuilding:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise Rebuilding(_rebuilding_message(state))
+            try:
+                await asyncio.wait_for(state.done.wait(), remaining)
+            except TimeoutError:
+                raise Rebuilding(_rebuilding_message(state)) from None
+        return self.model
 
     def _state(self, origin: str | None) -> ReplayState:
         if origin is None or origin == self.replay.origin:
@@ -664,6 +688,23 @@ class Live:
                     if isinstance(missing, uuid.UUID):
                         raise NotFound(f"no deployment with id {missing}") from None
                     raise NotFound(str(missing)) from None
+
+
+def _rebuilding_message(state: ReplayState) -> str:
+    if state.requested_at is None:
+        why = (
+            f"this api has not yet been able to ask the {state.origin} for a replay of its "
+            f"log (RabbitMQ or the {state.origin} is not reachable yet; it keeps asking)"
+        )
+    else:
+        why = (
+            f"it asked the {state.origin} for a replay of its log at "
+            f"{state.requested_at.isoformat()} and the replay has not finished"
+        )
+    return (
+        f"the read model is being rebuilt: {why}; ask again shortly "
+        "(readModel { rebuilding } and /healthz say when it is ready)"
+    )
 
 
 def _loop_time() -> float:

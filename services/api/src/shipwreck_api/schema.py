@@ -654,31 +654,37 @@ class RebuildResult:
 
 @strawberry.type
 class Query:
-    """Questions answered from the api's read model."""
+    """Questions answered from the api's read model.
+
+    Those about apps and deployments wait (a while) for the read model to have folded the
+    orchestrator's replay, and answer a REBUILDING error after that: before it, an app that
+    exists could be answered as null and a list as short.
+    """
 
     @strawberry.field(description="One deployment.")
-    def deployment(self, info: Info[Any, Any], id: strawberry.ID) -> Deployment | None:
-        record = _ctx(info).live.model.deployment(_uuid(id))
+    async def deployment(self, info: Info[Any, Any], id: strawberry.ID) -> Deployment | None:
+        deployment_id = _uuid(id)
+        record = (await _ctx(info).live.ready()).deployment(deployment_id)
         return Deployment(record=record) if record else None
 
     @strawberry.field(description="Deployments, newest first, of one app or of all.")
-    def deployments(
+    async def deployments(
         self,
         info: Info[Any, Any],
         app: str | None = strawberry.UNSET,
         first: int | None = DEFAULT_PAGE,
     ) -> list[Deployment]:
-        records = _ctx(info).live.model.deployments(app or None, _page(first))
+        records = (await _ctx(info).live.ready()).deployments(app or None, _page(first))
         return [Deployment(record=r) for r in records]
 
     @strawberry.field(description="One app.")
-    def app(self, info: Info[Any, Any], name: str) -> App | None:
-        record = _ctx(info).live.model.app(name)
+    async def app(self, info: Info[Any, Any], name: str) -> App | None:
+        record = (await _ctx(info).live.ready()).app(name)
         return App(record=record) if record else None
 
     @strawberry.field(description="Every app, by name.")
-    def apps(self, info: Info[Any, Any]) -> list[App]:
-        return [App(record=r) for r in _ctx(info).live.model.apps()]
+    async def apps(self, info: Info[Any, Any]) -> list[App]:
+        return [App(record=r) for r in (await _ctx(info).live.ready()).apps()]
 
     @strawberry.field(description="Every node that has sent a heartbeat, by hostname.")
     def nodes(self, info: Info[Any, Any]) -> list[Node]:
@@ -690,17 +696,17 @@ class Query:
             "by then. A time without an offset is UTC."
         )
     )
-    def state(self, info: Info[Any, Any], at: datetime) -> PlatformState:
-        return PlatformState(state=_ctx(info).live.model.state_at(_aware(at)))
+    async def state(self, info: Info[Any, Any], at: datetime) -> PlatformState:
+        return PlatformState(state=(await _ctx(info).live.ready()).state_at(_aware(at)))
 
     @strawberry.field(description="What changed between two moments.")
-    def diff(
+    async def diff(
         self,
         info: Info[Any, Any],
         from_: Annotated[datetime, strawberry.argument(name="from")],
         to: datetime,
     ) -> StateDiff:
-        model = _ctx(info).live.model
+        model = await _ctx(info).live.ready()
         before, after = model.state_at(_aware(from_)), model.state_at(_aware(to))
         return StateDiff(diff=diff_states(before, after))
 

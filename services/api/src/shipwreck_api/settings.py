@@ -37,6 +37,10 @@ class ApiSettings(CommonSettings, frozen=True, kw_only=True):
     - ``SHIPWRECK_UNKNOWN_DEPLOYMENT_WAIT_SECONDS``: how long a subscription to a deployment
       or app not known yet waits for it to appear before answering "not found" (it waits
       on while the read model is rebuilding).
+    - ``SHIPWRECK_READ_MODEL_WAIT_SECONDS``: how long a query about apps or deployments, or
+      a command on a known one, waits for the read model to have folded the orchestrator's
+      replay (at start-up, or after ``rebuildReadModel``) before answering a REBUILDING
+      error: until then an app that exists would look unknown and lists would be short.
     """
 
     api_host: str = "127.0.0.1"
@@ -52,4 +56,5 @@ class ApiSettings(CommonSettings, frozen=True, kw_only=True):
     log_buffer_deployments: Count = 200
     rebuild_timeout_seconds: Seconds = 60.0
     unknown_deployment_wait_seconds: Seconds = 10.0
+    read_model_wait_seconds: Seconds = 10.0
     webhook_secret: str | None = None
