@@ -7,6 +7,7 @@ relays the events of that deployment, as the orchestrator's outbox relay would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pty
 import socket
@@ -25,6 +26,8 @@ from shipwreck_contracts import (
     LogStream,
     Message,
     NodeHeartbeat,
+    ReplayFinished,
+    ReplayRequested,
     RequestDeployment,
     Stage,
     decode_message,
@@ -62,6 +65,34 @@ class Orchestrator:
         )
         self.requests = await self.channel.declare_queue(exclusive=True, auto_delete=True)
         await self.requests.bind(self.exchange, routing_key=tag_of(RequestDeployment))
+        self.answering = asyncio.create_task(self._answer_the_first_replay())
+
+    async def _answer_the_first_replay(self) -> None:
+        """Answer the api's start-up replay request as an orchestrator with an empty log
+        does: until then the api answers no question about apps or deployments. Later
+        requests (a rebuild's) are the test's to answer."""
+        channel = await self.connection.channel()
+        # Declared by the api at start-up (the api fixture runs first); the request waits here.
+        queue = await channel.get_queue("orchestrator.commands")
+        while True:
+            incoming = await queue.get(no_ack=True, fail=False)
+            if incoming is None:
+                await asyncio.sleep(0.05)
+                continue
+            request = decode_message(incoming.body)
+            if isinstance(request, ReplayRequested) and request.origin == "orchestrator":
+                finished = ReplayFinished(
+                    origin="orchestrator", last_position=0, at=datetime.now(UTC)
+                )
+                await channel.default_exchange.publish(
+                    aio_pika.Message(encode(finished)), routing_key=request.reply_to
+                )
+                return
+
+    async def close(self) -> None:
+        self.answering.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.answering
 
     async def next_request(self) -> RequestDeployment:
         for _ in range(400):  # 20 s
@@ -107,7 +138,10 @@ async def orchestrator(platform: Platform) -> AsyncIterator[Orchestrator]:
     try:
         stand_in = Orchestrator(connection)
         await stand_in.open()
-        yield stand_in
+        try:
+            yield stand_in
+        finally:
+            await stand_in.close()
     finally:
         await connection.close()
 
