@@ -26,8 +26,6 @@ from shipwreck_contracts import (
     LogStream,
     Message,
     NodeHeartbeat,
-    ReplayFinished,
-    ReplayRequested,
     RequestDeployment,
     Stage,
     decode_message,
@@ -37,6 +35,7 @@ from shipwreck_contracts import (
 from shipwreck_messaging import EXCHANGE, ORIGIN_HEADER, POSITION_HEADER
 from tests.support.platform import Platform
 from tests.support.platform import platform as _platform  # noqa: F401
+from tests.support.replays import answer_the_first_replay
 from tests.unit.test_api_story import NODE, Log, Relayed, deployment, story
 
 pytestmark = [pytest.mark.anyio, pytest.mark.infra, pytest.mark.slow]
@@ -65,29 +64,8 @@ class Orchestrator:
         )
         self.requests = await self.channel.declare_queue(exclusive=True, auto_delete=True)
         await self.requests.bind(self.exchange, routing_key=tag_of(RequestDeployment))
-        self.answering = asyncio.create_task(self._answer_the_first_replay())
-
-    async def _answer_the_first_replay(self) -> None:
-        """Answer the api's start-up replay request as an orchestrator with an empty log
-        does: until then the api answers no question about apps or deployments. Later
-        requests (a rebuild's) are the test's to answer."""
-        channel = await self.connection.channel()
-        # Declared by the api at start-up (the api fixture runs first); the request waits here.
-        queue = await channel.get_queue("orchestrator.commands")
-        while True:
-            incoming = await queue.get(no_ack=True, fail=False)
-            if incoming is None:
-                await asyncio.sleep(0.05)
-                continue
-            request = decode_message(incoming.body)
-            if isinstance(request, ReplayRequested) and request.origin == "orchestrator":
-                finished = ReplayFinished(
-                    origin="orchestrator", last_position=0, at=datetime.now(UTC)
-                )
-                await channel.default_exchange.publish(
-                    aio_pika.Message(encode(finished)), routing_key=request.reply_to
-                )
-                return
+        # The api answers about apps and deployments once its start-up replay is answered.
+        self.answering = asyncio.create_task(answer_the_first_replay(self.connection))
 
     async def close(self) -> None:
         self.answering.cancel()
