@@ -22,13 +22,12 @@ from shipwreck_contracts import (
     LogLine,
     LogStream,
     ReplayFinished,
-    ReplayRequested,
-    decode_message,
     encode,
 )
 from shipwreck_messaging import ORIGIN_HEADER, POSITION_HEADER
 from tests.e2e.test_cli import SHIPWRECK, Orchestrator, _env, _shipwreck, api, orchestrator
 from tests.support.platform import platform as _platform  # noqa: F401
+from tests.support.replays import replay_requests
 from tests.unit.test_api_story import Log, Relayed, deployment, story
 
 __all__ = ["api", "orchestrator"]  # fixtures shared with test_cli
@@ -165,15 +164,7 @@ async def test_projections_rebuild_rebuilds_from_a_replay(
 
 async def _answer_replays(orchestrator: Orchestrator, relayed: Sequence[Relayed]) -> None:
     """Be the orchestrator's relay: answer every replay request in its commands queue."""
-    queue = await orchestrator.channel.get_queue("orchestrator.commands")
-    while True:
-        incoming = await queue.get(no_ack=True, fail=False)
-        if incoming is None:
-            await asyncio.sleep(0.05)
-            continue
-        request = decode_message(incoming.body)
-        if not isinstance(request, ReplayRequested) or request.origin != "orchestrator":
-            continue  # the api asks the watcher for its ledger too: not played here
+    async for request in replay_requests(orchestrator.channel):
         for item in relayed:
             await orchestrator.channel.default_exchange.publish(
                 aio_pika.Message(
