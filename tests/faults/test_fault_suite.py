@@ -460,17 +460,25 @@ def test_the_platform_heals_from_kills_restarts_and_a_lost_node(
     assert node_loss, "the run was too short to lose node-b"
     assert len(down_reads) == 1, "the api did not answer while PostgreSQL was down"
 
-    # 1. Every deployment ends; none is stuck in progress.
-    def all_terminal() -> bool:
-        listed = api.gql("{ deployments(first: 10000) { id status } }")["deployments"]
-        return len(listed) >= DEPLOYMENTS and all(d["status"] in TERMINAL for d in listed)
+    node_b = _node_id("faults-node-b")
 
-    _wait(all_terminal, 600, "every deployment terminal")
+    # 1. Every deployment ends; none is stuck in progress. node-b's deployments look RUNNING
+    # until the scheduler declares it lost (SHIPWRECK_NODE_TIMEOUT_SECONDS after its last
+    # heartbeat) and the orchestrator places them again: a run whose submissions end sooner
+    # than that (a fast machine) must wait for it before judging.
+    def all_terminal() -> bool:
+        listed = api.gql("{ deployments(first: 10000) { id status node } }")["deployments"]
+        return (
+            len(listed) >= DEPLOYMENTS
+            and all(d["status"] in TERMINAL for d in listed)
+            and not any(d["status"] == "RUNNING" and d["node"] == node_b for d in listed)
+        )
+
+    _wait(all_terminal, 600, "every deployment terminal, none running on the dead node-b")
     settled = time.monotonic()
     live = api.gql(READ_MODEL)
     deployments = live["deployments"]
     by_id = {d["id"]: d for d in deployments}
-    node_b = _node_id("faults-node-b")
 
     # The remaining checks all run, so one failure shows everything that went wrong.
     problems: list[str] = []
