@@ -361,8 +361,8 @@ async def _fan_out(amqp_url: str, tmp_path: Path) -> None:
                     pass
                 await asyncio.sleep(0.1)
             # No orchestrator runs here: play its answer to the api's start-up replay.
-            await asyncio.wait_for(answer_the_first_replay(connection), 30)
             channel = await connection.channel(publisher_confirms=True)
+            await asyncio.wait_for(answer_the_first_replay(channel), 30)
             exchange = await channel.get_exchange(EXCHANGE)
             d = uuid.uuid4()
             steps = _lifecycle(d, datetime.now(UTC))

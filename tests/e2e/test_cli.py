@@ -65,12 +65,13 @@ class Orchestrator:
         self.requests = await self.channel.declare_queue(exclusive=True, auto_delete=True)
         await self.requests.bind(self.exchange, routing_key=tag_of(RequestDeployment))
         # The api answers about apps and deployments once its start-up replay is answered.
-        self.answering = asyncio.create_task(answer_the_first_replay(self.connection))
+        self.answering = asyncio.create_task(answer_the_first_replay(self.channel))
 
     async def close(self) -> None:
+        # Bounded: a teardown must never hang the suite (pytest-timeout does not reach an
+        # async fixture's teardown).
         self.answering.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.answering
+        await asyncio.wait([self.answering], timeout=5)
 
     async def next_request(self) -> RequestDeployment:
         for _ in range(400):  # 20 s
@@ -121,7 +122,8 @@ async def orchestrator(platform: Platform) -> AsyncIterator[Orchestrator]:
         finally:
             await stand_in.close()
     finally:
-        await connection.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(connection.close(), 10)
 
 
 def _env(api: str, **extra: str) -> dict[str, str]:

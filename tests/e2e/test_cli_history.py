@@ -136,7 +136,10 @@ async def test_projections_rebuild_rebuilds_from_a_replay(
 ) -> None:
     s = story(start=800)
     await orchestrator.relay(s.relayed, pause=0)
-    await _until(api, "status", contains="SUPERSEDED")
+    counts = f"5 deployments, 2 apps, {len(s.relayed)} events"
+    # Every event folded before the rebuild (a status that shows SUPERSEDED may still miss
+    # the story's last events), so that "before" is the whole story.
+    await _until(api, "projections", "status", contains=counts)
     answering = asyncio.create_task(_answer_replays(orchestrator, s.relayed))
     try:
         code, out, err = await _shipwreck(api, "projections", "rebuild")
@@ -148,7 +151,6 @@ async def test_projections_rebuild_rebuilds_from_a_replay(
     head, before, ledger = out.splitlines()
     assert head.startswith("read model rebuilt in ")
     last = max(r.position for r in s.relayed)
-    counts = f"5 deployments, 2 apps, {len(s.relayed)} events"
     assert head.endswith(f"up to position {last}: {counts}")
     assert before == f"before: {counts}"
     # No watcher runs here: the ledger has no replay to wait for.
