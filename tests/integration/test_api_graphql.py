@@ -52,6 +52,7 @@ from shipwreck_contracts import (
 )
 from shipwreck_contracts.gitpolicy import RefusedRemote, check_repo_url
 from shipwreck_messaging import EXCHANGE, ORIGIN_HEADER, POSITION_HEADER, create_broker
+from tests.support.replays import answer_as_an_empty_log
 from tests.unit.test_api_story import NODE, Log, Relayed, deployment, refused_cancel, story
 
 pytestmark = [pytest.mark.anyio, pytest.mark.infra]
@@ -207,7 +208,7 @@ class ReplayAnswerer:
         self._listening = threading.Event()
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.Thread(target=asyncio.run, args=(self._serve(),), daemon=True)
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
         self._failure: BaseException | None = None
 
     def __enter__(self) -> ReplayAnswerer:
@@ -240,13 +241,7 @@ class ReplayAnswerer:
                 async with incoming.process():
                     request = decode_message(incoming.body)
                     if isinstance(request, ReplayRequested) and request.origin == "orchestrator":
-                        finished = ReplayFinished(
-                            origin="orchestrator", last_position=0, at=datetime.now(UTC)
-                        )
-                        await channel.default_exchange.publish(
-                            aio_pika.Message(encode(finished), content_type="application/json"),
-                            routing_key=request.reply_to,
-                        )
+                        await answer_as_an_empty_log(channel, request)
 
             await queue.consume(answer)
             self._listening.set()

@@ -36,13 +36,21 @@ async def replay_requests(channel: aio_pika.abc.AbstractChannel) -> AsyncIterato
             yield request
 
 
+async def answer_as_an_empty_log(
+    channel: aio_pika.abc.AbstractChannel, request: ReplayRequested
+) -> None:
+    """Answer a replay request as an orchestrator whose log is empty: ReplayFinished at 0."""
+    finished = ReplayFinished(origin="orchestrator", last_position=0, at=datetime.now(UTC))
+    await channel.default_exchange.publish(
+        aio_pika.Message(encode(finished), content_type="application/json"),
+        routing_key=request.reply_to,
+    )
+
+
 async def answer_the_first_replay(channel: aio_pika.abc.AbstractChannel) -> None:
     """Answer the first replay request to the orchestrator as one with an empty log does,
     then return. Later requests (a rebuild's) are left to the caller. ``channel`` stays the
     caller's to close."""
     async for request in replay_requests(channel):
-        finished = ReplayFinished(origin="orchestrator", last_position=0, at=datetime.now(UTC))
-        await channel.default_exchange.publish(
-            aio_pika.Message(encode(finished)), routing_key=request.reply_to
-        )
+        await answer_as_an_empty_log(channel, request)
         return

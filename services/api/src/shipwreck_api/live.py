@@ -5,9 +5,8 @@ exclusive queue (live events, the replays, heartbeats, log lines); a change is c
 once and handed to every GraphQL subscriber through the broadcasters. It also tracks the
 rebuild: until the orchestrator's ``ReplayFinished`` arrives, the read model is
 "rebuilding" (queries wait for it a while, see :meth:`Live.ready`), and
-:meth:`Live.rebuild` drops the
-read model and waits for a new replay. The trigger ledger comes from another log, the
-watcher's, replayed and tracked the same way beside it.
+:meth:`Live.rebuild` drops the read model and waits for a new replay. The trigger ledger
+comes from another log, the watcher's, replayed and tracked the same way beside it.
 
 Subscribers can resume: deployments carry a ``sequence`` (how many of their events are
 folded) and log lines an ``(attempt, sequence)``; a subscriber that says what it has seen
@@ -374,6 +373,8 @@ class Live:
         started (or before a rebuild dropped it): an app it does not know yet may well
         exist, and a list would be short. Saying so beats answering wrongly.
         """
+        if not self.replay.rebuilding:
+            return self.model  # every question but those right after a start or a rebuild
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.read_wait if wait is None else wait)
         # A rebuild replaces the state: wait for whichever one is current.
