@@ -67,7 +67,7 @@ from shipwreck_contracts import (
 )
 from shipwreck_messaging import EXCHANGE, ORIGIN_HEADER, POSITION_HEADER
 from tests.support.machine import python_loop_ms
-from tests.support.replays import answer_the_first_replay
+from tests.support.replays import answer_the_first_replay, running
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / ".benchmarks" / "subscriptions.jsonl"
@@ -362,7 +362,10 @@ async def _fan_out(amqp_url: str, tmp_path: Path) -> None:
                 await asyncio.sleep(0.1)
             # No orchestrator runs here: play its answer to the api's start-up replay.
             channel = await connection.channel(publisher_confirms=True)
-            await asyncio.wait_for(answer_the_first_replay(channel), 30)
+            async with running(answer_the_first_replay, channel) as answering:
+                await asyncio.wait([answering], timeout=30)
+                if not answering.done():
+                    raise AssertionError("the api asked for no replay within 30 s")
             exchange = await channel.get_exchange(EXCHANGE)
             d = uuid.uuid4()
             steps = _lifecycle(d, datetime.now(UTC))

@@ -7,7 +7,6 @@ relays the events of that deployment, as the orchestrator's outbox relay would.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import pty
 import socket
@@ -35,7 +34,7 @@ from shipwreck_contracts import (
 from shipwreck_messaging import EXCHANGE, ORIGIN_HEADER, POSITION_HEADER
 from tests.support.platform import Platform
 from tests.support.platform import platform as _platform  # noqa: F401
-from tests.support.replays import answer_the_first_replay
+from tests.support.replays import answer_the_first_replay, running
 from tests.unit.test_api_story import NODE, Log, Relayed, deployment, story
 
 pytestmark = [pytest.mark.anyio, pytest.mark.infra, pytest.mark.slow]
@@ -64,14 +63,6 @@ class Orchestrator:
         )
         self.requests = await self.channel.declare_queue(exclusive=True, auto_delete=True)
         await self.requests.bind(self.exchange, routing_key=tag_of(RequestDeployment))
-        # The api answers about apps and deployments once its start-up replay is answered.
-        self.answering = asyncio.create_task(answer_the_first_replay(self.channel))
-
-    async def close(self) -> None:
-        # Bounded: a teardown must never hang the suite (pytest-timeout does not reach an
-        # async fixture's teardown).
-        self.answering.cancel()
-        await asyncio.wait([self.answering], timeout=5)
 
     async def next_request(self) -> RequestDeployment:
         for _ in range(400):  # 20 s
@@ -117,13 +108,12 @@ async def orchestrator(platform: Platform) -> AsyncIterator[Orchestrator]:
     try:
         stand_in = Orchestrator(connection)
         await stand_in.open()
-        try:
+        # The api answers about apps and deployments once its start-up replay is answered.
+        async with running(answer_the_first_replay, stand_in.channel):
             yield stand_in
-        finally:
-            await stand_in.close()
     finally:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(connection.close(), 10)
+        # Waited for, not cancelled: cancelled, an AMQP call can hang (tests/support/replays).
+        await asyncio.wait([asyncio.ensure_future(connection.close())], timeout=10)
 
 
 def _env(api: str, **extra: str) -> dict[str, str]:

@@ -27,7 +27,7 @@ from shipwreck_contracts import (
 from shipwreck_messaging import ORIGIN_HEADER, POSITION_HEADER
 from tests.e2e.test_cli import SHIPWRECK, Orchestrator, _env, _shipwreck, api, orchestrator
 from tests.support.platform import platform as _platform  # noqa: F401
-from tests.support.replays import replay_requests
+from tests.support.replays import replay_requests, running
 from tests.unit.test_api_story import Log, Relayed, deployment, story
 
 __all__ = ["api", "orchestrator"]  # fixtures shared with test_cli
@@ -140,13 +140,8 @@ async def test_projections_rebuild_rebuilds_from_a_replay(
     # Every event folded before the rebuild (a status that shows SUPERSEDED may still miss
     # the story's last events), so that "before" is the whole story.
     await _until(api, "projections", "status", contains=counts)
-    answering = asyncio.create_task(_answer_replays(orchestrator, s.relayed))
-    try:
+    async with running(_answer_replays, orchestrator, s.relayed):
         code, out, err = await _shipwreck(api, "projections", "rebuild")
-    finally:
-        answering.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await answering
     assert code == 0, err
     head, before, ledger = out.splitlines()
     assert head.startswith("read model rebuilt in ")
@@ -164,9 +159,11 @@ async def test_projections_rebuild_rebuilds_from_a_replay(
     ]
 
 
-async def _answer_replays(orchestrator: Orchestrator, relayed: Sequence[Relayed]) -> None:
+async def _answer_replays(
+    orchestrator: Orchestrator, relayed: Sequence[Relayed], stop: asyncio.Event
+) -> None:
     """Be the orchestrator's relay: answer every replay request in its commands queue."""
-    async for request in replay_requests(orchestrator.channel):
+    async for request in replay_requests(orchestrator.channel, stop):
         for item in relayed:
             await orchestrator.channel.default_exchange.publish(
                 aio_pika.Message(

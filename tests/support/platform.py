@@ -98,6 +98,13 @@ class Platform:
         """The end of a service's log, for failure messages."""
         return self.logs[name].read_text(errors="replace")[-chars:]
 
+    def log_tails(self, chars: int = 4000) -> str:
+        """The end of every service's log, for a failed test's report."""
+        return "\n".join(
+            f"--- the end of {name}'s log ({log}) ---\n{self.log_tail(name, chars)}"
+            for name, log in self.logs.items()
+        )
+
     def stop_all(self) -> None:
         """Stop every service started here, then remove the app containers of its nodes
         (apps outlive their node by design; a test's must not outlive the test)."""
