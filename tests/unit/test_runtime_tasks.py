@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import pytest
@@ -58,3 +59,24 @@ async def test_stop_cancels_a_loop_that_keeps_crashing() -> None:
     await asyncio.sleep(0.1)
     assert seen >= 3
     assert attempts == seen
+
+
+async def test_stop_is_bounded_when_a_loop_does_not_end(caplog: pytest.LogCaptureFixture) -> None:
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        # What a call that swallows its cancellation looks like to the loop around it.
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.01)
+
+    tasks = BackgroundTasks(stop_timeout=0.2)
+    tasks.add("stubborn", stubborn)
+    await tasks.start()
+    await asyncio.sleep(0.05)
+    with caplog.at_level(logging.ERROR):
+        await asyncio.wait_for(tasks.stop(), 2)
+    assert [r.getMessage() for r in caplog.records] == [
+        "background task stubborn did not end within 0.2 s of being cancelled; stopping without it"
+    ]
+    release.set()

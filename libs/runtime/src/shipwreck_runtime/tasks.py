@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -14,9 +13,16 @@ log = logging.getLogger(__name__)
 class BackgroundTasks:
     """Starts coroutines after the broker is up and cancels them on shutdown."""
 
-    def __init__(self, *, restart_delay: float = 1.0, max_restart_delay: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        restart_delay: float = 1.0,
+        max_restart_delay: float = 30.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
         self.restart_delay = restart_delay
         self.max_restart_delay = max_restart_delay
+        self.stop_timeout = stop_timeout
         self._factories: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -51,10 +57,21 @@ class BackgroundTasks:
             delay = min(delay * 2, self.max_restart_delay)
 
     async def stop(self) -> None:
-        """Cancel every loop and wait for it to end."""
+        """Cancel every loop and wait for it to end, at most ``stop_timeout`` seconds.
+
+        Bounded, so that a service always stops: a task cancelled in the middle of an AMQP
+        call can fail to end (aiormq 7.2 closes the channel, and now and then the call never
+        returns). One that has not ended by then is left behind, and named in the log.
+        """
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=self.stop_timeout)
+            for task in pending:
+                log.error(
+                    "background task %s did not end within %g s of being cancelled; "
+                    "stopping without it",
+                    task.get_name(),
+                    self.stop_timeout,
+                )
         self._tasks.clear()
