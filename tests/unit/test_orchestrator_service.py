@@ -27,9 +27,9 @@ from shipwreck_contracts import (
     WorkFailed,
     WorkSucceeded,
 )
-from shipwreck_eventstore import StoreConfig
+from shipwreck_eventstore import WRITER_AGGREGATE_CACHE, StoreConfig
 from shipwreck_orchestrator.domain import App, Deployment, app_id
-from shipwreck_orchestrator.service import Orchestrator, OrchestratorService
+from shipwreck_orchestrator.service import Orchestrator, OrchestratorService, _expirer
 from shipwreck_orchestrator.settings import OrchestratorSettings
 from shipwreck_orchestrator.translate import translate
 
@@ -319,12 +319,21 @@ def test_cancel_ends_cancelled_and_tells_the_node(
     assert kinds == ["DeploymentCancelled", "CancelWork"]
 
 
+@pytest.mark.parametrize("cached", [False, True], ids=["uncached", "cached-as-served"])
 def test_stages_time_out_so_nothing_stays_in_progress(
-    service: OrchestratorService, clock: Clock
+    tmp_path: Path, clock: Clock, cached: bool
 ) -> None:
-    cmd = _request()
+    # The service keeps its aggregates cached, and the sweep looks at the cached objects
+    # themselves: what it finds must be what a read from the store finds.
+    config = StoreConfig(state_dir=str(tmp_path), aggregate_cache=WRITER_AGGREGATE_CACHE * cached)
+    app = Orchestrator(config)
+    service = OrchestratorService(
+        app, OrchestratorSettings(), clock=clock, resolve=lambda h: PUBLIC
+    )
+    cmd, later = _request(), _request()
     service.request_deployment(cmd, None)
     clock.now += timedelta(seconds=30)
+    service.request_deployment(later, None)
     assert service.sweep() == []
     clock.now += timedelta(seconds=31)
     assert service.sweep() == [cmd.deployment_id]
@@ -332,6 +341,31 @@ def test_stages_time_out_so_nothing_stays_in_progress(
     assert d.status is S.ERRORED
     assert d.error
     assert "timed out" in d.error
+    assert _deployment(service, later.deployment_id).status is S.INITIALIZED
+    assert service.in_progress == {later.deployment_id}
+    app.close()
+
+
+def test_a_deployment_that_moved_on_after_the_sweep_looked_is_not_timed_out(
+    service: OrchestratorService, clock: Clock
+) -> None:
+    cmd = _request()
+    service.request_deployment(cmd, None)
+    seen = _deployment(service, cmd.deployment_id)
+    clock.now += timedelta(seconds=61)
+    # The sweep saw it INITIALIZED for too long; before its change is made, the placement
+    # is recorded, which starts the next stage's clock.
+    service.placement_decided(
+        PlacementDecided(
+            deployment_id=cmd.deployment_id, app="scapegoat", node_id=NODE, decided_at=clock.now
+        ),
+        None,
+    )
+    expire = _expirer(seen.status, seen.status_since, "timed out", clock.now)
+    service._on_deployment(cmd.deployment_id, None, expire)
+    assert _deployment(service, cmd.deployment_id).status is S.SCHEDULED
+    assert service.in_progress == {cmd.deployment_id}
+    assert service.sweep() == []
 
 
 def test_in_progress_deployments_are_recovered_from_the_store(tmp_path: Path, clock: Clock) -> None:
