@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 from eventsourcing.utils import get_topic
 
-from shipwreck_eventstore import process_once
+from shipwreck_eventstore import ShipwreckApplication, existing, process_once
 from tests.support.sample_domain import Colour, Label, Ledger, Tally, make_writer
 from tests.support.stores import StoreFactory
 
@@ -200,6 +202,81 @@ def test_a_cached_writer_decides_again_on_fresh_state_after_losing_a_conflict(
     assert app.repository.get(Tally.create_id(ledger_id)).keys == ["rival", "ours"]
     app.close()
     intruder.close()
+
+
+def _count_once(
+    app: ShipwreckApplication, ledger_id: uuid.UUID, key: str
+) -> Callable[[], list[Tally]]:
+    """A decide that creates the ledger's tally when there is none, and counts ``key``
+    once in it; ``decisions`` says what each run of it found."""
+
+    def decide() -> list[Tally]:
+        found = existing(app, Tally.create_id(ledger_id))
+        decide.decisions.append("found" if found is not None else "new")  # type: ignore[attr-defined]
+        tally = found if isinstance(found, Tally) else Tally(ledger_id)
+        if key in tally.keys:
+            return []
+        tally.count(key)
+        return [tally]
+
+    decide.decisions = []  # type: ignore[attr-defined]
+    return decide
+
+
+@pytest.mark.parametrize("cache", [0, 100], ids=["uncached", "cached"])
+def test_an_id_taken_for_new_that_was_recorded_is_decided_again_with_the_store(
+    stores: StoreFactory, cache: int
+) -> None:
+    # The writer restarted (or its cache let the tally go): the first decision takes the
+    # tally for new and creates it again; the store refuses that, and the second decision
+    # finds it. Nothing is recorded twice.
+    name = stores.name("assumed")
+    first = make_writer(stores.config(), name)
+    ledger_id = uuid.uuid4()
+    assert process_once(first, Tracking("up", 1), _count_once(first, ledger_id, "a"))
+    first.close()
+    app = make_writer(dataclasses.replace(stores.config(), aggregate_cache=cache), name)
+    decide = _count_once(app, ledger_id, "b")
+    assert process_once(app, Tracking("up", 2), decide) is True
+    assert decide.decisions == ["new", "found"]  # type: ignore[attr-defined]
+    assert app.repository.get(Tally.create_id(ledger_id)).keys == ["a", "b"]
+    again = _count_once(app, ledger_id, "b")
+    assert process_once(app, Tracking("up", 3), again) is True
+    assert app.repository.get(Tally.create_id(ledger_id)).keys == ["a", "b"]
+    app.close()
+
+
+def test_a_cached_aggregate_is_found_in_the_first_decision(stores: StoreFactory) -> None:
+    app = make_writer(
+        dataclasses.replace(stores.config(), aggregate_cache=100), stores.name("warm")
+    )
+    ledger_id = uuid.uuid4()
+    assert process_once(app, Tracking("up", 1), _count_once(app, ledger_id, "a"))
+    decide = _count_once(app, ledger_id, "b")
+    assert process_once(app, Tracking("up", 2), decide) is True
+    assert decide.decisions == ["found"]  # type: ignore[attr-defined]
+    assert app.repository.get(Tally.create_id(ledger_id)).keys == ["a", "b"]
+    app.close()
+
+
+def test_a_new_id_costs_no_read_of_the_store(stores: StoreFactory) -> None:
+    app = make_writer(
+        dataclasses.replace(stores.config(), aggregate_cache=100), stores.name("cold")
+    )
+    reads: list[uuid.UUID] = []
+    select = app.recorder.select_events
+
+    def counting_select(originator_id: uuid.UUID, **kw: Any) -> Any:
+        reads.append(originator_id)
+        return select(originator_id, **kw)
+
+    app.recorder.select_events = counting_select  # type: ignore[method-assign]
+    ledger_id = uuid.uuid4()
+    decide = _count_once(app, ledger_id, "a")
+    assert process_once(app, Tracking("up", 1), decide) is True
+    assert decide.decisions == ["new"]  # type: ignore[attr-defined]
+    assert reads == []
+    app.close()
 
 
 def test_tracking_without_new_events_still_marks_the_message_handled(

@@ -8,7 +8,7 @@ from shipwreck_eventstore.config import (
     redact,
 )
 from shipwreck_eventstore.mapper import MsgspecMapper
-from shipwreck_eventstore.processing import ConcurrencyConflict, process_once
+from shipwreck_eventstore.processing import ConcurrencyConflict, existing, process_once
 from shipwreck_eventstore.relay import (
     OutboxRelay,
     Routed,
@@ -28,6 +28,7 @@ __all__ = [
     "StoreConfig",
     "StoreConfigError",
     "Translate",
+    "existing",
     "has_exact_tracking",
     "process_once",
     "redact",

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from typing import Any
+from uuid import UUID
 
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, Tracking
 
 from shipwreck_eventstore.application import ShipwreckApplication
 
 log = logging.getLogger(__name__)
+
+# True while process_once decides again after a failed insert: reads of ids taken to be new
+# must then ask the store (see existing()).
+_DECIDING_AGAIN: ContextVar[bool] = ContextVar("shipwreck_deciding_again", default=False)
 
 
 class ConcurrencyConflict(RuntimeError):
@@ -32,10 +39,14 @@ def process_once(
     recorded (a redelivered message), True when this call recorded it. Without ``tracking``
     (a message with no upstream position) only the conflict retries apply.
     """
-    for _ in range(attempts):
+    for attempt in range(attempts):
         if tracking is not None and app.has_tracking(tracking):
             return False
-        aggregates = decide()
+        token = _DECIDING_AGAIN.set(attempt > 0)
+        try:
+            aggregates = decide()
+        finally:
+            _DECIDING_AGAIN.reset(token)
         try:
             app.record(*aggregates, tracking=tracking)
         except IntegrityError:
@@ -52,3 +63,33 @@ def process_once(
     raise ConcurrencyConflict(
         f"gave up after {attempts} optimistic-concurrency conflicts processing {tracking}"
     )
+
+
+def existing(app: ShipwreckApplication, aggregate_id: UUID) -> Any | None:
+    """The recorded aggregate ``aggregate_id``, or None, for a ``decide`` that creates it
+    when there is none.
+
+    Such ids are derived from what they stand for (a webhook delivery, an app's commit), so
+    nearly every one is new, and asking the store to say so cost every webhook a round trip
+    in the watcher and another in the orchestrator. So the first decision of
+    :func:`process_once` takes an id the writer's cache does not hold for a new one. If it
+    was recorded after all (evicted from the cache, or written before a restart), creating
+    it again breaks the store's uniqueness of (id, version 1): the whole transaction fails,
+    and process_once decides again, this time with the store's answer. Call it only from
+    a ``decide`` run by process_once, and only for an aggregate it creates when missing.
+    """
+    cache = app.repository.cache
+    if not _DECIDING_AGAIN.get() and (cache is None or not _holds(cache, aggregate_id)):
+        return None
+    try:
+        return app.repository.get(aggregate_id)
+    except AggregateNotFoundError:
+        return None
+
+
+def _holds(cache: Any, aggregate_id: UUID) -> bool:
+    try:
+        cache.get(aggregate_id)
+    except KeyError:
+        return False
+    return True

@@ -42,7 +42,7 @@ from shipwreck_contracts.gitpolicy import (
     check_branch,
     check_repo_url,
 )
-from shipwreck_eventstore import ShipwreckApplication, process_once
+from shipwreck_eventstore import ShipwreckApplication, existing, process_once
 from shipwreck_orchestrator.domain import IN_PROGRESS, App, Deployment, RepoIndex, app_id
 from shipwreck_orchestrator.domain import repo_index_id as _repo_index_id
 from shipwreck_orchestrator.settings import OrchestratorSettings
@@ -149,7 +149,7 @@ class OrchestratorService:
 
         def decide() -> list[Any]:
             touched.clear()
-            if self._get(cmd.deployment_id) is not None:
+            if existing(self.app, cmd.deployment_id) is not None:
                 return []  # a redelivered request
             now = self.clock()
             deployment = Deployment(
@@ -233,8 +233,8 @@ class OrchestratorService:
                 if not isinstance(app, App) or not app.watching or name in msg.held:
                     continue  # not watching, or rolled back away from this very commit
                 deployment_id = uuid.uuid5(app.id, f"commit/{msg.commit}")
-                if self._get(deployment_id) is not None:
-                    continue
+                if existing(self.app, deployment_id) is not None:
+                    continue  # this commit of this app was seen already (a poll, a webhook)
                 current = self._deployment(app.current) if app.current else None
                 if current is not None and current.commit == msg.commit:
                     continue  # already serving this commit (deployed by hand, or rolled back)
@@ -270,7 +270,7 @@ class OrchestratorService:
 
         def decide() -> list[Any]:
             touched.clear()
-            if self._get(cmd.new_deployment_id) is not None:
+            if existing(self.app, cmd.new_deployment_id) is not None:
                 return []
             target = self._deployment(cmd.deployment_id)
             now = self.clock()

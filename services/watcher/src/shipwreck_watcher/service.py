@@ -18,7 +18,7 @@ from shipwreck_contracts import (
     Trigger,
     WebhookReceived,
 )
-from shipwreck_eventstore import ShipwreckApplication, process_once
+from shipwreck_eventstore import ShipwreckApplication, existing, process_once
 from shipwreck_watcher.domain import (
     Delivery,
     WatchedRepo,
@@ -182,10 +182,11 @@ class WatcherService:
             now = self.clock()
             pair_ids = self.pair_ids_of([msg.repo_url, *msg.repo_urls])
             apps_of_repo = sorted({a for i in pair_ids for a in self.apps_on.get(i, ())})
-            existing = self._get_delivery(msg.provider, msg.delivery_id)
-            if existing is not None:
-                existing.duplicate(apps_of_repo, now)
-                return [existing]
+            # Nearly every delivery is new: see existing() for how that costs no read.
+            earlier = existing(self.app, delivery_id_of(msg.provider, msg.delivery_id))
+            if isinstance(earlier, Delivery):
+                earlier.duplicate(apps_of_repo, now)
+                return [earlier]
             delivery = Delivery(
                 provider=msg.provider,
                 delivery_id=msg.delivery_id,
@@ -300,13 +301,6 @@ class WatcherService:
         for repo in touched:
             self._remember(repo)
         return repo_id if recorded and any(moved) else None
-
-    def _get_delivery(self, provider: str, delivery_id: str) -> Delivery | None:
-        try:
-            found: object = self.app.repository.get(delivery_id_of(provider, delivery_id))
-        except AggregateNotFoundError:
-            return None
-        return found if isinstance(found, Delivery) else None
 
     def recover(self) -> int:
         """Find the watched pairs in the store (at start-up)."""
