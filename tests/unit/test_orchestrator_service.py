@@ -362,7 +362,7 @@ def test_a_deployment_that_moved_on_after_the_sweep_looked_is_not_timed_out(
         None,
     )
     expire = _expirer(seen.status, seen.status_since, "timed out", clock.now)
-    service._on_deployment(cmd.deployment_id, None, expire)
+    assert service._on_deployment(cmd.deployment_id, None, expire) is False
     assert _deployment(service, cmd.deployment_id).status is S.SCHEDULED
     assert service.in_progress == {cmd.deployment_id}
     assert service.sweep() == []
@@ -598,8 +598,21 @@ def test_a_lost_node_gets_its_work_placed_again_avoiding_it(
         ),
         None,
     )
+    elsewhere = _request("https://github.com/acme/third")
+    service.request_deployment(elsewhere, None)
+    service.placement_decided(
+        PlacementDecided(
+            deployment_id=elsewhere.deployment_id,
+            app="third",
+            node_id=uuid.uuid4(),
+            decided_at=clock.now,
+        ),
+        None,
+    )
     moved = service.node_lost(NodeLost(node_id=NODE, last_seen_at=clock.now, at=clock.now), None)
+    # Only what was on the lost node moves (and is named).
     assert sorted(moved) == sorted([running.deployment_id, building.deployment_id])
+    assert _deployment(service, elsewhere.deployment_id).status is S.SCHEDULED
     for deployment_id in moved:
         d = _deployment(service, deployment_id)
         assert (d.status, d.attempt, d.node_id) == (S.INITIALIZED, 2, None)
