@@ -25,7 +25,7 @@ from faststream.rabbit import RabbitQueue
 from shipwreck_contracts import DeploymentRequested, RequestDeployment, Trigger
 from shipwreck_messaging import create_broker, events_exchange, publish
 from tests.support.gitdaemon import free_port
-from tests.support.machine import cpu_ms_per, cpu_snapshot, python_loop_ms
+from tests.support.machine import DiskWatch, cpu_ms_per, cpu_snapshot, python_loop_ms
 from tests.support.platform import Platform
 
 SECRET = "bench-secret"
@@ -160,6 +160,7 @@ async def _measure(platform: Platform, port: int) -> dict[str, object]:
             mandatory=True,
         )
         await asyncio.sleep(2)
+        disk = DiskWatch()
         for i in range(COUNT + 20):  # the first 20 warm up connections and caches
             commit = hashlib.sha1(f"bench-{i}".encode()).hexdigest()  # noqa: S324 - a fake id
             body = json.dumps(
@@ -169,6 +170,7 @@ async def _measure(platform: Platform, port: int) -> dict[str, object]:
             done = events.setdefault(commit, asyncio.Event())
             if i == 20:
                 cpu_before = cpu_snapshot(services)
+                disk.start()
             request = client.request(
                 "/webhooks/github",
                 body,
@@ -193,6 +195,7 @@ async def _measure(platform: Platform, port: int) -> dict[str, object]:
                     if at is not None:
                         split[name].append((at - started) * 1000)
     cpu_after = cpu_snapshot(services)
+    disk.stop()
     client.close()
     latencies.sort()
     return {
@@ -208,4 +211,6 @@ async def _measure(platform: Platform, port: int) -> dict[str, object]:
         },
         # What each process spent per push: on two cores, the latency follows the sum.
         "cpu_ms_per_push": cpu_ms_per(cpu_before, cpu_after, len(latencies)),
+        # Each push waits for five flushes in a row: a stalled disk makes the tail.
+        **disk.figures(),
     }
