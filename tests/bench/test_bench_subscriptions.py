@@ -66,7 +66,7 @@ from shipwreck_contracts import (
     tag_of,
 )
 from shipwreck_messaging import EXCHANGE, ORIGIN_HEADER, POSITION_HEADER
-from tests.support.machine import python_loop_ms
+from tests.support.machine import conntrack_active, python_loop_ms
 from tests.support.replays import answer_the_first_replay, running
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,6 +95,8 @@ def _report(name: str, **figures: object) -> None:
         "python": platform.python_version(),
         **figures,
         "python_loop_ms": python_loop_ms(),
+        # Every frame is a loopback packet: conntrack (loaded by Docker) makes each dearer.
+        "conntrack": conntrack_active(),
     }
     print(json.dumps(record))
     RESULTS.parent.mkdir(exist_ok=True)

@@ -25,7 +25,13 @@ from faststream.rabbit import RabbitQueue
 from shipwreck_contracts import DeploymentRequested, RequestDeployment, Trigger
 from shipwreck_messaging import create_broker, events_exchange, publish
 from tests.support.gitdaemon import free_port
-from tests.support.machine import DiskWatch, cpu_ms_per, cpu_snapshot, python_loop_ms
+from tests.support.machine import (
+    DiskWatch,
+    conntrack_active,
+    cpu_ms_per,
+    cpu_snapshot,
+    python_loop_ms,
+)
 from tests.support.platform import Platform
 
 SECRET = "bench-secret"
@@ -63,6 +69,7 @@ def test_webhook_to_deployment_requested(platform: Platform) -> None:
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         # The machine's speed: the same code gave twice the latency on a day this was twice.
         "python_loop_ms": loop_ms,
+        "conntrack": conntrack_active(),
     }
     print(json.dumps(record))
     RESULTS.parent.mkdir(exist_ok=True)

@@ -74,6 +74,13 @@ def cpu_ms_per(before: dict[str, float], after: dict[str, float], count: int) ->
     return {name: round((after[name] - before[name]) * 1000 / count, 2) for name in after}
 
 
+def conntrack_active(proc: str = "/proc/sys/net/netfilter/nf_conntrack_count") -> bool:
+    """Whether the kernel's connection tracking is loaded, so that it handles every packet,
+    loopback's included. Docker's iptables rules load it. With it, every write to a
+    loopback socket cost about a quarter more (docs/BENCHMARKS.md, ninth session)."""
+    return os.path.exists(proc)
+
+
 # Whole disks only: partitions repeat their disk's counts; loop, RAM and zram devices hold
 # no database or queue files here.
 _NOT_DISKS = ("loop", "ram", "zram", "dm-", "md")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tests.support.machine import (
     DiskWatch,
+    conntrack_active,
     cpu_ms_per,
     cpu_seconds,
     cpu_snapshot,
@@ -102,3 +103,10 @@ def test_the_sampler_reads_the_counters_until_it_stops(tmp_path: Path) -> None:
     assert figures["fsync_probes"] == len(sampler.probe_ms) >= 3
     assert 0 < figures["fsync_probe_p99_ms"] <= figures["fsync_probe_max_ms"]
     assert [p.name for p in tmp_path.iterdir()] == ["diskstats"]
+
+
+def test_conntrack_is_reported_as_loaded_when_its_counter_exists(tmp_path: Path) -> None:
+    counter = tmp_path / "nf_conntrack_count"
+    assert conntrack_active(str(counter)) is False
+    counter.write_text("75\n")
+    assert conntrack_active(str(counter)) is True
