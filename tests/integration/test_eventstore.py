@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -204,23 +203,24 @@ def test_a_cached_writer_decides_again_on_fresh_state_after_losing_a_conflict(
     intruder.close()
 
 
-def _count_once(
-    app: ShipwreckApplication, ledger_id: uuid.UUID, key: str
-) -> Callable[[], list[Tally]]:
-    """A decide that creates the ledger's tally when there is none, and counts ``key``
-    once in it; ``decisions`` says what each run of it found."""
+@dataclasses.dataclass
+class CountOnce:
+    """A decide that creates the ledger's tally when there is none and counts ``key`` once
+    in it; ``decisions`` says what each run of it found."""
 
-    def decide() -> list[Tally]:
-        found = existing(app, Tally.create_id(ledger_id))
-        decide.decisions.append("found" if found is not None else "new")  # type: ignore[attr-defined]
-        tally = found if isinstance(found, Tally) else Tally(ledger_id)
-        if key in tally.keys:
+    app: ShipwreckApplication
+    ledger_id: uuid.UUID
+    key: str
+    decisions: list[str] = dataclasses.field(default_factory=list)
+
+    def __call__(self) -> list[Tally]:
+        found = existing(self.app, Tally.create_id(self.ledger_id))
+        self.decisions.append("found" if found is not None else "new")
+        tally = found if isinstance(found, Tally) else Tally(self.ledger_id)
+        if self.key in tally.keys:
             return []
-        tally.count(key)
+        tally.count(self.key)
         return [tally]
-
-    decide.decisions = []  # type: ignore[attr-defined]
-    return decide
 
 
 @pytest.mark.parametrize("cache", [0, 100], ids=["uncached", "cached"])
@@ -233,14 +233,14 @@ def test_an_id_taken_for_new_that_was_recorded_is_decided_again_with_the_store(
     name = stores.name("assumed")
     first = make_writer(stores.config(), name)
     ledger_id = uuid.uuid4()
-    assert process_once(first, Tracking("up", 1), _count_once(first, ledger_id, "a"))
+    assert process_once(first, Tracking("up", 1), CountOnce(first, ledger_id, "a"))
     first.close()
     app = make_writer(dataclasses.replace(stores.config(), aggregate_cache=cache), name)
-    decide = _count_once(app, ledger_id, "b")
+    decide = CountOnce(app, ledger_id, "b")
     assert process_once(app, Tracking("up", 2), decide) is True
-    assert decide.decisions == ["new", "found"]  # type: ignore[attr-defined]
+    assert decide.decisions == ["new", "found"]
     assert app.repository.get(Tally.create_id(ledger_id)).keys == ["a", "b"]
-    again = _count_once(app, ledger_id, "b")
+    again = CountOnce(app, ledger_id, "b")
     assert process_once(app, Tracking("up", 3), again) is True
     assert app.repository.get(Tally.create_id(ledger_id)).keys == ["a", "b"]
     app.close()
@@ -251,10 +251,10 @@ def test_a_cached_aggregate_is_found_in_the_first_decision(stores: StoreFactory)
         dataclasses.replace(stores.config(), aggregate_cache=100), stores.name("warm")
     )
     ledger_id = uuid.uuid4()
-    assert process_once(app, Tracking("up", 1), _count_once(app, ledger_id, "a"))
-    decide = _count_once(app, ledger_id, "b")
+    assert process_once(app, Tracking("up", 1), CountOnce(app, ledger_id, "a"))
+    decide = CountOnce(app, ledger_id, "b")
     assert process_once(app, Tracking("up", 2), decide) is True
-    assert decide.decisions == ["found"]  # type: ignore[attr-defined]
+    assert decide.decisions == ["found"]
     assert app.repository.get(Tally.create_id(ledger_id)).keys == ["a", "b"]
     app.close()
 
@@ -272,9 +272,9 @@ def test_a_new_id_costs_no_read_of_the_store(stores: StoreFactory) -> None:
 
     app.recorder.select_events = counting_select  # type: ignore[method-assign]
     ledger_id = uuid.uuid4()
-    decide = _count_once(app, ledger_id, "a")
+    decide = CountOnce(app, ledger_id, "a")
     assert process_once(app, Tracking("up", 1), decide) is True
-    assert decide.decisions == ["new"]  # type: ignore[attr-defined]
+    assert decide.decisions == ["new"]
     assert reads == []
     app.close()
 
