@@ -44,13 +44,12 @@ from typing import Any
 
 import docker
 import docker.errors
-import httpx
 import pytest
 
 from shipwreck_scheduler.settings import SchedulerSettings
 from tests.e2e.test_deploy_git_url import TERMINAL, Api, node_settings, start_api, wait_for_nodes
 from tests.support.gitdaemon import GitServer
-from tests.support.node_infra import get, remove_node_leftovers
+from tests.support.node_infra import get, remove_node_leftovers, stop_node_proxy
 from tests.support.platform import ROOT, Platform, isolated_platform
 
 APPS = int(os.environ.get("BENCH_NODE_LOSS_APPS", "5"))
@@ -180,7 +179,7 @@ def _lose_a_node(
         for poll in polls:
             poll.start()
         load_at_loss = os.getloadavg()
-        lost_at = _lose(platform, engine, b_id, b["SHIPWRECK_PROXY_ADMIN"])
+        lost_at = _lose(platform, engine, b_id, b)
 
         moved = _wait_settled(api, list(deployed), a_id)
         deadline = time.monotonic() + PATIENCE_SECONDS
@@ -200,8 +199,7 @@ def _lose_a_node(
         platform.stop_all()
         # A node leaves its Caddy running when it stops (its apps stay reachable meanwhile).
         for settings in (a, b):
-            with contextlib.suppress(httpx.HTTPError):
-                httpx.post(f"http://{settings['SHIPWRECK_PROXY_ADMIN']}/stop", timeout=5)
+            stop_node_proxy(settings)
         for node_id in platform.node_ids:
             remove_node_leftovers(engine, node_id)
 
@@ -220,10 +218,13 @@ def _lose_a_node(
     }
 
 
-def _lose(platform: Platform, engine: docker.DockerClient, node_id: str, admin: str) -> float:
-    """B's machine dies: its process, its containers and its Caddy go, as one moment (the
-    moment returned, wall clock, is taken first: detection counts from the kill); its
-    images too with BENCH_NODE_LOSS_IMAGES=lost (long before A is told to run them)."""
+def _lose(
+    platform: Platform, engine: docker.DockerClient, node_id: str, node: dict[str, str]
+) -> float:
+    """B's machine dies: its process, its containers and its proxy (Caddy, unbound) go, as
+    one moment (the moment returned, wall clock, is taken first: detection counts from the
+    kill); its images too with BENCH_NODE_LOSS_IMAGES=lost (long before A is told to run
+    them)."""
     lost_at = time.time()
     process = platform.processes.pop("node-b")
     os.killpg(process.pid, signal.SIGKILL)
@@ -233,8 +234,7 @@ def _lose(platform: Platform, engine: docker.DockerClient, node_id: str, admin: 
     ):
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
-    with contextlib.suppress(httpx.HTTPError):
-        httpx.post(f"http://{admin}/stop", timeout=5)
+    stop_node_proxy(node)
     if B_IMAGES == "lost":
         remove_node_leftovers(engine, node_id)
     return lost_at

@@ -74,6 +74,7 @@ def node_settings(platform: Platform, name: str) -> dict[str, str]:
         "SHIPWRECK_WORK_DIR": str(platform.state_dir / f"work-{name}"),
         "SHIPWRECK_PROXY_HTTP_PORT": str(free_port()),
         "SHIPWRECK_PROXY_ADMIN": f"127.0.0.1:{free_port()}",
+        "SHIPWRECK_PROXY_DNS_PORT": str(free_port()),
     }
 
 

@@ -6,19 +6,16 @@ PostgreSQL, Docker, Caddy and a git daemon; the app is requested through the nod
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
-import httpx
 import pytest
 
 from shipwreck_contracts import (
@@ -39,8 +36,11 @@ from shipwreck_messaging import (
 )
 from shipwreck_node.ports import LABEL_APP, LABEL_DEPLOYMENT, LABEL_NODE, LABEL_PORT, LABEL_ROLE
 from shipwreck_node.proxy import CaddyProxy
+from shipwreck_node.settings import NodeSettings
+from shipwreck_runtime import load_settings
 from tests.e2e.test_deploy_git_url import Api, _get, node_settings, start_api, wait_for_nodes
 from tests.support.gitdaemon import GitServer, app_files
+from tests.support.node_infra import stop_node_proxy
 from tests.support.platform import Platform
 
 pytestmark = [pytest.mark.infra, pytest.mark.docker, pytest.mark.slow]
@@ -112,7 +112,7 @@ def _containers(engine: docker.DockerClient, **labels: str) -> list[Any]:
 
 
 def test_a_restarted_node_serves_its_removed_app_again_and_removes_a_stray(
-    platform: Platform, git_server: GitServer, engine: docker.DockerClient, tmp_path: Path
+    platform: Platform, git_server: GitServer, engine: docker.DockerClient
 ) -> None:
     platform.start("scheduler", "shipwreck_scheduler", "scheduler ready")
     platform.start("orchestrator", "shipwreck_orchestrator", "orchestrator ready")
@@ -155,9 +155,10 @@ def test_a_restarted_node_serves_its_removed_app_again_and_removes_a_stray(
     proxy = CaddyProxy(
         admin=settings["SHIPWRECK_PROXY_ADMIN"],
         http_port=int(settings["SHIPWRECK_PROXY_HTTP_PORT"]),
-        state_dir=tmp_path,
+        state_dir=load_settings(NodeSettings, settings).proxy_dir,
     )
     assert proxy.upstream("stray") is None
+    assert "stray" not in proxy.routes()
     (revived,) = _containers(engine, **{LABEL_DEPLOYMENT: d["id"]})
     assert revived.id != app.id
     after = _deployment(api, d["id"])
@@ -294,8 +295,7 @@ def test_a_deployment_kept_across_restarts_goes_when_a_resumed_redeploy_supersed
         assert _serves(url, "v2\n")()
     finally:
         # The first node started the Caddy the others found running: nothing stops it.
-        with contextlib.suppress(httpx.HTTPError):
-            httpx.post(f"http://{settings['SHIPWRECK_PROXY_ADMIN']}/stop", timeout=5)
+        stop_node_proxy(settings)
 
 
 async def _late_reports(platform: Platform, deployment_id: uuid.UUID, node_id: uuid.UUID) -> None:

@@ -39,6 +39,7 @@ import pytest
 
 from tests.e2e.test_deploy_git_url import TERMINAL, node_settings
 from tests.support.gitdaemon import GitServer, free_port
+from tests.support.node_infra import stop_node_proxy
 from tests.support.platform import ROOT, Platform
 from tests.support.private_infra import PrivatePostgres, PrivateRabbit
 
@@ -415,9 +416,7 @@ def test_the_platform_heals_from_kills_restarts_and_a_lost_node(
                         container.remove(force=True)
             finally:
                 client.close()
-            admin = nodes["node-b"]["SHIPWRECK_PROXY_ADMIN"]
-            with contextlib.suppress(httpx.HTTPError):  # Caddy may be gone already
-                httpx.post(f"http://{admin}/stop", timeout=5)
+            stop_node_proxy(nodes["node-b"])
         node_loss["lost_at"] = lost_at
 
     def read_while_the_database_is_down() -> None:
@@ -610,8 +609,7 @@ def test_the_platform_heals_from_kills_restarts_and_a_lost_node(
 
 def _stop_proxies(nodes: Iterable[dict[str, str]]) -> None:
     for settings in nodes:
-        with contextlib.suppress(httpx.HTTPError):
-            httpx.post(f"http://{settings['SHIPWRECK_PROXY_ADMIN']}/stop", timeout=5)
+        stop_node_proxy(settings)
 
 
 def _guard(target: Callable[[], None], failures: list[BaseException]) -> None:

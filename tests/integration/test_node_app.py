@@ -69,6 +69,7 @@ async def test_the_node_process_deploys_reports_and_stops_an_app(
             "heartbeat_seconds": "0.5",
             "proxy_http_port": str(http_port),
             "proxy_admin": f"127.0.0.1:{admin_port}",
+            "proxy_dns_port": str(free_port()),
             "drain_seconds": "0.2",
         }
     )

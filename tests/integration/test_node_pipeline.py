@@ -93,6 +93,7 @@ def settings(
     node = NodeSettings(
         proxy_http_port=caddy.http_port,
         proxy_admin=caddy.admin,
+        proxy_dns_port=free_port(),
         drain_seconds=0.2,
         node_name=f"test-node-{uuid.uuid4().hex[:8]}",
         base_image_python=BASE_PYTHON,
@@ -123,6 +124,7 @@ class Node:
                 admin=self.settings.proxy_admin,
                 http_port=self.settings.proxy_http_port,
                 state_dir=Path(self.settings.work_dir) / "caddy",
+                dns_port=self.settings.proxy_dns_port,
             )
         )
         probe = NetworkProbe()

@@ -13,7 +13,7 @@ import contextlib
 import http.client
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,21 +21,39 @@ from urllib.parse import urlsplit
 import anyio.to_thread
 import docker
 import docker.errors
+import httpx
 
+from shipwreck_node.dnsroutes import Unbound
 from shipwreck_node.ports import LABEL_NODE
 from shipwreck_node.proxy import CaddyProxy
+from shipwreck_node.settings import NodeSettings
+from shipwreck_runtime import load_settings
 from tests.support.gitdaemon import free_port
 
 
 @contextlib.contextmanager
 def run_caddy(state_dir: Path) -> Iterator[CaddyProxy]:
     """Start a Caddy of its own (free ports, plain HTTP) until the block ends."""
-    proxy = CaddyProxy(admin=f"127.0.0.1:{free_port()}", http_port=free_port(), state_dir=state_dir)
+    proxy = CaddyProxy(
+        admin=f"127.0.0.1:{free_port()}",
+        http_port=free_port(),
+        state_dir=state_dir,
+        dns_port=free_port(),
+    )
     proxy.ensure_running()
     try:
         yield proxy
     finally:
         proxy.stop()
+
+
+def stop_node_proxy(environment: Mapping[str, str]) -> None:
+    """Stop the Caddy and the unbound of a node process with this environment, which a node
+    leaves running when it is killed (or when it found them running at its start)."""
+    with contextlib.suppress(httpx.HTTPError):  # Caddy may be gone already
+        httpx.post(f"http://{environment['SHIPWRECK_PROXY_ADMIN']}/stop", timeout=5)
+    settings = load_settings(NodeSettings, dict(environment))
+    Unbound(port=settings.proxy_dns_port, state_dir=settings.proxy_dir).shut_down()
 
 
 def get(port: int, url: str, timeout: float = 10) -> tuple[int, str]:

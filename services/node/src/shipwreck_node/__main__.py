@@ -27,8 +27,10 @@ def main() -> int:
         # Apps are reached only through the proxy: a node without one must not take work.
         log.error(
             "%s. SHIPWRECK_CADDY_BINARY names the caddy executable, SHIPWRECK_PROXY_ADMIN a "
-            "running Caddy's admin address; each node on a machine needs its own "
-            "SHIPWRECK_PROXY_ADMIN and SHIPWRECK_PROXY_HTTP_PORT.",
+            "running Caddy's admin address, SHIPWRECK_UNBOUND_BINARY the unbound executable "
+            "that answers Caddy's look-ups of the routes on SHIPWRECK_PROXY_DNS_PORT; each "
+            "node on a machine needs its own SHIPWRECK_PROXY_ADMIN, SHIPWRECK_PROXY_HTTP_PORT "
+            "and SHIPWRECK_PROXY_DNS_PORT.",
             e,
         )
         return 2

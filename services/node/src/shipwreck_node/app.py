@@ -174,6 +174,8 @@ def create_app(
             state_dir=settings.proxy_dir,
             caddy_binary=settings.caddy_binary,
             migrate_connections=settings.proxy_migrate_connections,
+            dns_port=settings.proxy_dns_port,
+            unbound_binary=settings.unbound_binary,
         )
     )
     routes = Routes(settings, runtime, router, probe)

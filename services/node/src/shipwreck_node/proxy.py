@@ -1,11 +1,14 @@
 """The node's reverse proxy: Caddy, configured through its admin API on loopback.
 
 Every app has one route, ``@id`` ``shipwreck-app-<app>``, matching ``<app>.<apps domain>``
-and the app's own domain, proxying to the container serving it. Switching a redeploy over
-is one config change to that route: Caddy applies it gracefully, so requests in flight
-finish on the old upstream and new ones go to the new one, with none dropped.
+and the app's own domain. The route does not name the container serving the app: Caddy
+looks it up as a DNS SRV record that the node's own unbound answers (`dnsroutes`). So
+switching a redeploy over changes that record and no Caddy config: requests in flight
+finish on the old upstream, new ones go to the new one, and every client keeps its
+keep-alive connections. Caddy's config changes only when an app gets its first route,
+changes its host names, or loses its route.
 
-Every config change makes Caddy open a new listening socket beside the old one
+Each such config change makes Caddy open a new listening socket beside the old one
 (``SO_REUSEPORT``) and close the old one. Linux resets the connections still waiting in the
 closed socket's accept queue unless ``net.ipv4.tcp_migrate_req`` is 1 (Linux 5.14+), which
 hands them to the new socket instead: without it, with four clients connecting all the time,
@@ -33,6 +36,7 @@ from typing import Any, Final
 
 import anyio.to_thread
 
+from shipwreck_node.dnsroutes import REFRESH_SECONDS, Unbound, lookup_name
 from shipwreck_node.ports import ProxyError
 
 __all__ = [
@@ -96,6 +100,8 @@ class CaddyProxy:
         timeout: float = 5.0,
         migrate_connections: bool = True,
         sysctl: Path = MIGRATE_REQ,
+        dns_port: int = 2053,
+        unbound_binary: str = "unbound",
     ) -> None:
         self.admin = admin
         self.http_port = http_port
@@ -106,6 +112,7 @@ class CaddyProxy:
         self.migrate_connections = migrate_connections
         self.sysctl = sysctl
         self.process: subprocess.Popen[bytes] | None = None
+        self.dns = Unbound(port=dns_port, state_dir=state_dir, binary=unbound_binary)
         # A check of a route and its change must not interleave with another change from
         # this process (say, a stop's "remove only if still mine" and a redeploy's switch).
         self._changes = threading.Lock()
@@ -168,7 +175,9 @@ class CaddyProxy:
         }
 
     def ensure_running(self) -> None:
-        """Make sure Caddy answers and has Shipwreck's server block (start it if needed)."""
+        """Make sure the route records are served, and that Caddy answers and has
+        Shipwreck's server block (start either if needed)."""
+        self.dns.ensure_running()
         if self.migrate_connections:
             problem = keep_connections_across_reloads(self.sysctl)
             if problem is not None:
@@ -241,7 +250,7 @@ class CaddyProxy:
         raise ProxyError(f"Caddy did not answer at {self.admin} within 15 s")
 
     def stop(self) -> None:
-        """Stop the Caddy this proxy started (one started by someone else keeps running)."""
+        """Stop the Caddy and unbound this proxy started (ones it found keep running)."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -250,8 +259,32 @@ class CaddyProxy:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+        self.dns.stop()
 
     # --- routes ---------------------------------------------------------------------------
+
+    def route_config(self, app: str, hosts: Sequence[str]) -> dict[str, Any]:
+        """The Caddy route of ``app``: its host names, proxied to what its SRV record names."""
+        resolver = {"addresses": [self.dns.address]}
+        proxy = {
+            "handler": "reverse_proxy",
+            "dynamic_upstreams": {
+                "source": "srv",
+                "name": lookup_name(app),
+                "refresh": f"{int(REFRESH_SECONDS * 1000)}ms",
+                "resolver": resolver,
+            },
+            # One record per app; "first" never picks by chance.
+            "load_balancing": {"selection_policy": {"policy": "first"}},
+            # The record names a host in the same zone: only unbound knows it.
+            "transport": {"protocol": "http", "resolver": resolver},
+        }
+        return {
+            "@id": route_id(app),
+            "match": [{"host": list(hosts)}],
+            "handle": [proxy],
+            "terminal": True,
+        }
 
     def route(
         self,
@@ -263,30 +296,43 @@ class CaddyProxy:
     ) -> bool:
         """Point ``hosts`` at ``upstream`` (``127.0.0.1:<port>``), creating the route or
         switching it in one change; with ``only_if_upstream``, only while the route points
-        there. Whether the route was changed."""
-        body = {
-            "@id": route_id(app),
-            "match": [{"host": list(hosts)}],
-            "handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": upstream}]}],
-            "terminal": True,
-        }
+        there. Whether the route was changed.
+
+        Returns once Caddy can no longer send a new request to the previous upstream.
+        """
+        body = self.route_config(app, hosts)
         with self._changes:
-            if only_if_upstream is not None and self.upstream(app) != only_if_upstream:
+            status, existing = self._call("GET", f"/id/{route_id(app)}")
+            routed = status == 200 and isinstance(existing, dict)
+            current = self.dns.served.get(app) if routed else None
+            if only_if_upstream is not None and current != only_if_upstream:
                 return False
-            status, _ = self._call("PATCH", f"/id/{route_id(app)}", body)
-            if status == 200:
-                return True
-            # PUT at index 0 inserts: app routes stay ahead of the 404 fallback.
-            path = f"/config/apps/http/servers/{SERVER}/routes/0"
-            status, answer = self._call("PUT", path, body)
-            if status != 200:
-                raise ProxyError(f"Caddy refused the route of {app}: {status} {answer}")
-            return True
+            switched = self.dns.served.get(app) != upstream
+            if switched:
+                # The record first: a new route's first request must find it.
+                self.dns.publish({**self.dns.served, app: upstream})
+            if not routed:
+                # PUT at index 0 inserts: app routes stay ahead of the 404 fallback.
+                self._change("PUT", f"/config/apps/http/servers/{SERVER}/routes/0", app, body)
+            elif existing != body:
+                # New host names, or a route from before look-ups (a static upstream).
+                self._change("PATCH", f"/id/{route_id(app)}", app, body)
+        if switched:
+            # Caddy keeps an answer for one refresh, even across its config changes.
+            time.sleep(REFRESH_SECONDS + 0.05)
+        return True
+
+    def _change(self, method: str, path: str, app: str, body: dict[str, Any]) -> None:
+        status, answer = self._call(method, path, body)
+        if status != 200:
+            raise ProxyError(f"Caddy refused the route of {app}: {status} {answer}")
 
     def upstream(self, app: str) -> str | None:
         """Where an app's route points now, or None when it has none."""
-        status, body = self._call("GET", f"/id/{route_id(app)}/handle/0/upstreams/0/dial")
-        return body if status == 200 and isinstance(body, str) else None
+        status, route = self._call("GET", f"/id/{route_id(app)}")
+        if status != 200 or not isinstance(route, dict):
+            return None
+        return self.dns.served.get(app) or _static_upstream(route)
 
     def routes(self) -> dict[str, str]:
         """Every app route in Shipwreck's server block: app -> upstream."""
@@ -298,12 +344,10 @@ class CaddyProxy:
             ident = route.get("@id") if isinstance(route, dict) else None
             if not isinstance(ident, str) or not ident.startswith(ROUTE_PREFIX):
                 continue
-            try:
-                dial = route["handle"][0]["upstreams"][0]["dial"]
-            except (KeyError, IndexError, TypeError):
-                continue
-            if isinstance(dial, str):
-                found[ident.removeprefix(ROUTE_PREFIX)] = dial
+            app = ident.removeprefix(ROUTE_PREFIX)
+            upstream = self.dns.served.get(app) or _static_upstream(route)
+            if upstream is not None:
+                found[app] = upstream
         return found
 
     def remove(self, app: str, *, only_if_upstream: str | None = None) -> bool:
@@ -316,7 +360,19 @@ class CaddyProxy:
             if only_if_upstream is not None and current != only_if_upstream:
                 return False
             status, _ = self._call("DELETE", f"/id/{route_id(app)}")
-            return status == 200
+            if status != 200:
+                return False
+            self.dns.publish({k: v for k, v in self.dns.served.items() if k != app})
+            return True
+
+
+def _static_upstream(route: dict[str, Any]) -> str | None:
+    """The upstream a route names itself (routes made before look-ups, by older nodes)."""
+    try:
+        dial = route["handle"][0]["upstreams"][0]["dial"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return dial if isinstance(dial, str) else None
 
 
 class CaddyRouter:

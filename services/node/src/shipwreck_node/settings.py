@@ -77,6 +77,9 @@ class NodeSettings(CommonSettings, frozen=True, kw_only=True):
     proxy_admin: str = "127.0.0.1:2019"
     caddy_binary: str = "caddy"
     proxy_migrate_connections: bool = True
+    # Where the node's unbound answers Caddy's look-ups of the routes (127.0.0.1 only).
+    proxy_dns_port: Port = 2053
+    unbound_binary: str = "unbound"
     drain_seconds: Seconds = 2.0
 
     keep_images: Count = 5
