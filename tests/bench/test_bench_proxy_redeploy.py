@@ -2,8 +2,8 @@
 
 The whole platform runs as processes (scheduler, orchestrator, api and a real node with its
 own Caddy, on Docker with the local base images), so each switch happens as in production:
-the node builds and health-checks the new container beside the old one, moves the route in
-one Caddy change and reports success; the orchestrator then supersedes the old deployment,
+the node builds and health-checks the new container beside the old one, moves the route by
+a change of its DNS record (no Caddy config change) and reports success; the orchestrator then supersedes the old deployment,
 and the node stops it after draining. A load generator in its own process
 (``tests.support.loadgen``: open loop, keep-alive connections) requests the app through
 Caddy at a fixed rate from before the first redeploy to after the rollback.
@@ -175,8 +175,9 @@ def test_no_failed_request_through_the_proxy_during_redeploys_and_a_rollback(
         "redeploys": REDEPLOYS,
         "rollbacks": 1,
         **figures,
-        # Caddy closes idle keep-alive connections when it applies a route change; the
-        # generator, like any careful client, does not reuse a closed one and opens another.
+        # Caddy closes idle keep-alive connections when it applies a config change (no
+        # longer on a switch, which is in DNS); the generator, like any careful client, does
+        # not reuse a closed one and opens another.
         "connections_opened": generated["connections_opened"],
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],

@@ -18,7 +18,6 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import anyio
 import anyio.to_thread
@@ -93,7 +92,7 @@ def settings(
     node = NodeSettings(
         proxy_http_port=caddy.http_port,
         proxy_admin=caddy.admin,
-        proxy_dns_port=free_port(),
+        proxy_dns_port=caddy.dns.port,
         drain_seconds=0.2,
         node_name=f"test-node-{uuid.uuid4().hex[:8]}",
         base_image_python=BASE_PYTHON,
@@ -115,18 +114,14 @@ def settings(
 class Node:
     """A node's work runner over the real adapters, with what it sent."""
 
-    def __init__(self, settings: NodeSettings, runtime: DockerRuntime, **changes: object) -> None:
+    def __init__(
+        self, settings: NodeSettings, runtime: DockerRuntime, caddy: CaddyProxy, **changes: object
+    ) -> None:
         self.settings = msgspec.structs.replace(settings, **changes)
         self.outbox = Outbox()
         self.runtime = runtime
-        router = CaddyRouter(
-            CaddyProxy(
-                admin=self.settings.proxy_admin,
-                http_port=self.settings.proxy_http_port,
-                state_dir=Path(self.settings.work_dir) / "caddy",
-                dns_port=self.settings.proxy_dns_port,
-            )
-        )
+        # The module's Caddy and the unbound beside it, whose routes this object keeps.
+        router = CaddyRouter(caddy)
         probe = NetworkProbe()
         routes = Routes(self.settings, runtime, router, probe)
         pipeline = Pipeline(
@@ -182,8 +177,10 @@ async def runtime() -> DockerRuntime:
 
 
 @pytest.fixture(scope="module")
-async def node(settings: NodeSettings, runtime: DockerRuntime) -> AsyncIterator[Node]:
-    shared = Node(settings, runtime)
+async def node(
+    settings: NodeSettings, runtime: DockerRuntime, caddy: CaddyProxy
+) -> AsyncIterator[Node]:
+    shared = Node(settings, runtime, caddy)
     yield shared
     await shared.runner.close()
 
@@ -430,9 +427,13 @@ async def test_an_app_that_crashes_at_start(
 
 
 async def test_an_app_that_never_listens_on_its_port(
-    settings: NodeSettings, runtime: DockerRuntime, server: GitServer, engine: docker.DockerClient
+    settings: NodeSettings,
+    runtime: DockerRuntime,
+    caddy: CaddyProxy,
+    server: GitServer,
+    engine: docker.DockerClient,
 ) -> None:
-    impatient = Node(settings, runtime, health_timeout_seconds=3)
+    impatient = Node(settings, runtime, caddy, health_timeout_seconds=3)
     # The classic mistake: listening on the container's own loopback only.
     source = app_files("python-hello")["app.py"]
     assert isinstance(source, bytes)
@@ -460,9 +461,9 @@ async def test_an_unknown_branch(node: Node, server: GitServer) -> None:
 
 
 async def test_a_private_remote_is_refused_without_a_connection(
-    settings: NodeSettings, runtime: DockerRuntime, server: GitServer
+    settings: NodeSettings, runtime: DockerRuntime, caddy: CaddyProxy, server: GitServer
 ) -> None:
-    strict = Node(settings, runtime, git_allow_private=False)
+    strict = Node(settings, runtime, caddy, git_allow_private=False)
     server.publish_app("private", "python-hello")
     before = len(server.connections)
     outcome = await strict.fail(server.url("private"))
@@ -472,12 +473,12 @@ async def test_a_private_remote_is_refused_without_a_connection(
 
 
 async def test_a_missing_base_image_that_cannot_be_pulled(
-    settings: NodeSettings, runtime: DockerRuntime, server: GitServer
+    settings: NodeSettings, runtime: DockerRuntime, caddy: CaddyProxy, server: GitServer
 ) -> None:
     # A registry on a loopback port where nothing listens: the pull fails without leaving
     # the machine.
     missing = f"127.0.0.1:{free_port()}/shipwreck/base-python:missing"
-    node = Node(settings, runtime, base_image_python=missing)
+    node = Node(settings, runtime, caddy, base_image_python=missing)
     server.publish_app("no-base", "python-hello")
     outcome = await node.fail(server.url("no-base"))
     assert outcome.stage is Stage.BUILDING
