@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
+from shipwreck_node.daemon import start_daemon, stop_daemon
 from shipwreck_node.ports import ProxyError
 
 __all__ = ["REFRESH_SECONDS", "ZONE", "Unbound", "lookup_name", "render_zone", "unbound_config"]
@@ -245,26 +246,13 @@ class Unbound:
                 f"`{self.binary}` is not installed (Debian: apt-get install unbound); the "
                 "node's proxy looks its routes up in it"
             )
-        log_path = self.state_dir / "unbound.log"
-        with log_path.open("ab") as out:
-            self.process = subprocess.Popen(
-                [binary, "-c", str(self._config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise ProxyError(
-                    f"unbound exited with {self.process.returncode}: "
-                    f"{log_path.read_text(errors='replace')[-800:]}"
-                )
-            if self._answers():
-                log.info("started unbound (pid %d) on 127.0.0.1:%d", self.process.pid, self.port)
-                return
-            time.sleep(0.1)
-        raise ProxyError(f"unbound did not answer on 127.0.0.1:{self.port} within 15 s")
+        self.process = start_daemon(
+            f"unbound (127.0.0.1:{self.port})",
+            [binary, "-c", str(self._config)],
+            log_path=self.state_dir / "unbound.log",
+            ready=self._answers,
+        )
+        log.info("started unbound (pid %d) on 127.0.0.1:%d", self.process.pid, self.port)
 
     def _write_zone(self, upstreams: Mapping[str, str]) -> None:
         # A whole new file, renamed into place: unbound never reads half of one.
@@ -301,11 +289,5 @@ class Unbound:
 
     def stop(self) -> None:
         """Stop the unbound this object started (one it found running keeps running)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_daemon(self.process)
         self.process = None

@@ -36,6 +36,7 @@ from typing import Any, Final
 
 import anyio.to_thread
 
+from shipwreck_node.daemon import start_daemon, stop_daemon
 from shipwreck_node.dnsroutes import REFRESH_SECONDS, Unbound, lookup_name
 from shipwreck_node.ports import ProxyError
 
@@ -215,49 +216,35 @@ class CaddyProxy:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         path = self.state_dir / "caddy.json"
         path.write_text(json.dumps(self.initial_config(), indent=2))
-        log_path = self.state_dir / "caddy.log"
-        with log_path.open("ab") as out:
-            self.process = subprocess.Popen(
-                [binary, "run", "--config", str(path)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env={
-                    "HOME": str(self.state_dir.resolve()),
-                    "PATH": "/usr/bin:/bin",
-                    "XDG_DATA_HOME": str(self.state_dir.resolve()),
-                    "XDG_CONFIG_HOME": str(self.state_dir.resolve()),
-                },
-            )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise ProxyError(
-                    f"Caddy exited with {self.process.returncode}: "
-                    f"{log_path.read_text(errors='replace')[-800:]}"
-                )
-            try:
-                self._call("GET", "/config/")
-                log.info(
-                    "started Caddy (pid %d), admin %s, http :%d",
-                    self.process.pid,
-                    self.admin,
-                    self.http_port,
-                )
-                return
-            except ProxyError:
-                time.sleep(0.1)
-        raise ProxyError(f"Caddy did not answer at {self.admin} within 15 s")
+        self.process = start_daemon(
+            f"Caddy (admin API {self.admin})",
+            [binary, "run", "--config", str(path)],
+            log_path=self.state_dir / "caddy.log",
+            ready=self._answers,
+            env={
+                "HOME": str(self.state_dir.resolve()),
+                "PATH": "/usr/bin:/bin",
+                "XDG_DATA_HOME": str(self.state_dir.resolve()),
+                "XDG_CONFIG_HOME": str(self.state_dir.resolve()),
+            },
+        )
+        log.info(
+            "started Caddy (pid %d), admin %s, http :%d",
+            self.process.pid,
+            self.admin,
+            self.http_port,
+        )
+
+    def _answers(self) -> bool:
+        try:
+            self._call("GET", "/config/")
+        except ProxyError:
+            return False
+        return True
 
     def stop(self) -> None:
         """Stop the Caddy and unbound this proxy started (ones it found keep running)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_daemon(self.process)
         self.process = None
         self.dns.stop()
 
