@@ -3,10 +3,10 @@
 The whole platform runs as processes (scheduler, orchestrator, api and a real node with its
 own Caddy, on Docker with the local base images), so each switch happens as in production:
 the node builds and health-checks the new container beside the old one, moves the route by
-a change of its DNS record (no Caddy config change) and reports success; the orchestrator then supersedes the old deployment,
-and the node stops it after draining. A load generator in its own process
-(``tests.support.loadgen``: open loop, keep-alive connections) requests the app through
-Caddy at a fixed rate from before the first redeploy to after the rollback.
+a change of its DNS record (no Caddy config change) and reports success; the orchestrator
+then supersedes the old deployment, and the node stops it after draining. A load generator
+in its own process (``tests.support.loadgen``: open loop, keep-alive connections) requests
+the app through Caddy at a fixed rate from before the first redeploy to after the rollback.
 
 A switch runs from the redeploy (or rollback) request until the superseded container has
 stopped, plus a second (the build takes most of it); its cut-over from a second before the
