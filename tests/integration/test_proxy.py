@@ -304,3 +304,27 @@ def test_a_node_started_again_with_another_dns_port_replaces_its_unbound(
         again.dns.stop()
     finally:
         app.close()
+
+
+def test_an_unbound_or_a_caddy_that_exits_is_started_again(proxy: CaddyProxy) -> None:
+    app = Upstream(b"back")
+    hosts = app_hosts("phoenix", "localhost")
+    try:
+        proxy.route("phoenix", hosts, app.address)
+        assert proxy.revive() is False  # both run
+        assert proxy.dns.process is not None
+        proxy.dns.process.kill()
+        proxy.dns.process.wait()
+        # unbound comes back with the recorded routes: Caddy's route works as it was.
+        assert proxy.revive() is False
+        assert _get(proxy.http_port, "phoenix.localhost") == (200, b"back")
+        assert proxy.process is not None
+        proxy.process.kill()
+        proxy.process.wait()
+        # Caddy comes back with no routes: the caller routes every app again.
+        assert proxy.revive() is True
+        assert proxy.upstream("phoenix") is None
+        proxy.route("phoenix", hosts, app.address)
+        assert _get(proxy.http_port, "phoenix.localhost") == (200, b"back")
+    finally:
+        app.close()

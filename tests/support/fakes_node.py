@@ -530,12 +530,21 @@ class FakeRouter:
         self.block_route: Block | None = None
         """Blocks `route` after the change is made: a switch interrupted before it returned."""
         self.changed = anyio.Event()
+        self.lost = False
+        """Set it to make the next `revive` find the proxy restarted without its routes."""
 
     async def start(self) -> None:
         self.started = True
 
     async def close(self) -> None:
         self.closed = True
+
+    async def revive(self) -> bool:
+        self._check()
+        lost, self.lost = self.lost, False
+        if lost:
+            self.table.clear()
+        return lost
 
     async def route(
         self,

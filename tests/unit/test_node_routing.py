@@ -167,6 +167,18 @@ async def test_an_app_is_routed_at_its_host_and_domain_and_reported_at_its_stabl
     assert node.router.current("hello") == node.upstream(outcome)
 
 
+async def test_a_proxy_that_came_back_without_routes_gets_every_app_routed_again(
+    node: Node,
+) -> None:
+    outcome = await node.live()
+    routes = node.pipeline.routes
+    assert await routes.revive() is False  # the proxy runs: nothing to do
+    node.router.lost = True  # Caddy exited and was started again, empty
+    assert await routes.revive() is True
+    assert node.router.current("hello") == node.upstream(outcome)
+    assert node.router.hosts("hello") == ["hello.localhost"]
+
+
 async def test_with_https_the_url_is_https(tmp_path: Path) -> None:
     node = make_node(tmp_path, apps_domain="apps.example.com", proxy_https_port=443)
     assert (await node.live()).url == "https://hello.apps.example.com/"

@@ -8,6 +8,7 @@ import shutil
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import Final
 
 import anyio.to_thread
 from faststream import FastStream
@@ -31,6 +32,9 @@ from shipwreck_node.work import WorkRunner
 from shipwreck_runtime import BackgroundTasks
 
 Running = Callable[[], Awaitable[Sequence[uuid.UUID]]]
+
+PROXY_CHECK_SECONDS: Final = 1.0
+"""How often the node looks whether the Caddy and the unbound it started still run."""
 
 
 async def _nothing_running() -> Sequence[uuid.UUID]:
@@ -211,6 +215,15 @@ def create_app(
 
     tasks = BackgroundTasks()
     tasks.add("heartbeat", Heartbeat(settings, broker, running=runner.running, logger=log).run)
+
+    async def watch_proxy() -> None:
+        # Apps are reached only through Caddy, and Caddy finds them only through unbound:
+        # one that exits is started again at once (a failure here is retried with back-off).
+        while True:
+            await asyncio.sleep(PROXY_CHECK_SECONDS)
+            await routes.revive()
+
+    tasks.add("proxy", watch_proxy)
     app = build_service(
         "node",
         broker,

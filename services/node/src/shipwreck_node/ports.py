@@ -291,6 +291,14 @@ class Router(Protocol):
         """Stop the proxy if `start` started it; one run by someone else keeps running."""
         ...
 
+    async def revive(self) -> bool:
+        """Start again any part of the proxy that `start` started and that has exited.
+
+        True when the routes went with it (the proxy came back empty): the caller routes
+        every app again.
+        """
+        ...
+
     async def route(
         self,
         app: str,

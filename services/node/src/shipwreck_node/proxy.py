@@ -242,6 +242,27 @@ class CaddyProxy:
             return False
         return True
 
+    def revive(self) -> bool:
+        """Start again the unbound or the Caddy this proxy started, if it has exited.
+
+        unbound comes back with the recorded routes (`routes.json`); Caddy comes back with
+        none, so True says that every app must be routed again. A Caddy or an unbound
+        that someone else runs is theirs to keep running.
+        """
+        with self._changes:
+            dns = self.dns.process
+            if dns is not None and dns.poll() is not None:
+                log.warning("unbound exited with %s; starting it again", dns.returncode)
+                self.dns.process = None
+                self.dns.ensure_running()
+            caddy = self.process
+            if caddy is None or caddy.poll() is None:
+                return False
+            log.warning("Caddy exited with %s; starting it again", caddy.returncode)
+            self.process = None
+            self.ensure_running()
+            return True
+
     def stop(self) -> None:
         """Stop the Caddy and unbound this proxy started (ones it found keep running)."""
         stop_daemon(self.process)
@@ -375,6 +396,10 @@ class CaddyRouter:
     async def close(self) -> None:
         """Stop the Caddy that `start` started, if any."""
         await anyio.to_thread.run_sync(self.proxy.stop)
+
+    async def revive(self) -> bool:
+        """See `CaddyProxy.revive`."""
+        return await anyio.to_thread.run_sync(self.proxy.revive)
 
     async def route(
         self,

@@ -150,6 +150,15 @@ class Routes:
                 return await self.router.route(app, hosts, theirs, only_if_upstream=ours)
         return await self.router.remove(app, only_if_upstream=ours)
 
+    async def revive(self) -> bool:
+        """Bring back a proxy that exited under the node, and route every app again if its
+        routes went with it. Whether they had to be restored."""
+        if not await self.router.revive():
+            return False
+        log.warning("the proxy came back without routes: routing every app again")
+        await self.restore()
+        return True
+
     async def restore(self) -> None:
         """Route every app this node serves to its newest healthy container; drop routes
         that lead to no container of this node (it died while the node was away)."""
