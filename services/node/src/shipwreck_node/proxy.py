@@ -179,6 +179,9 @@ class CaddyProxy:
         """Make sure the route records are served, and that Caddy answers and has
         Shipwreck's server block (start either if needed)."""
         self.dns.ensure_running()
+        self._ensure_caddy()
+
+    def _ensure_caddy(self) -> None:
         if self.migrate_connections:
             problem = keep_connections_across_reloads(self.sysctl)
             if problem is not None:
@@ -260,7 +263,7 @@ class CaddyProxy:
                 return False
             log.warning("Caddy exited with %s; starting it again", caddy.returncode)
             self.process = None
-            self.ensure_running()
+            self._ensure_caddy()
             return True
 
     def stop(self) -> None:
@@ -312,7 +315,7 @@ class CaddyProxy:
         with self._changes:
             status, existing = self._call("GET", f"/id/{route_id(app)}")
             routed = status == 200 and isinstance(existing, dict)
-            current = self.dns.served.get(app) if routed else None
+            current = self._upstream_in(app, existing) if routed else None
             if only_if_upstream is not None and current != only_if_upstream:
                 return False
             switched = self.dns.served.get(app) != upstream
@@ -340,7 +343,19 @@ class CaddyProxy:
         status, route = self._call("GET", f"/id/{route_id(app)}")
         if status != 200 or not isinstance(route, dict):
             return None
-        return self.dns.served.get(app) or _static_upstream(route)
+        return self._upstream_in(app, route)
+
+    def _upstream_in(self, app: str, route: dict[str, Any]) -> str | None:
+        """Where ``app``'s Caddy route leads: its record, or the upstream it names itself
+        (a route made before look-ups, by an older node)."""
+        recorded = self.dns.served.get(app)
+        if recorded is not None:
+            return recorded
+        try:
+            dial = route["handle"][0]["upstreams"][0]["dial"]
+        except (KeyError, IndexError, TypeError):
+            return None
+        return dial if isinstance(dial, str) else None
 
     def routes(self) -> dict[str, str]:
         """Every app route in Shipwreck's server block: app -> upstream."""
@@ -353,7 +368,7 @@ class CaddyProxy:
             if not isinstance(ident, str) or not ident.startswith(ROUTE_PREFIX):
                 continue
             app = ident.removeprefix(ROUTE_PREFIX)
-            upstream = self.dns.served.get(app) or _static_upstream(route)
+            upstream = self._upstream_in(app, route)
             if upstream is not None:
                 found[app] = upstream
         return found
@@ -370,17 +385,9 @@ class CaddyProxy:
             status, _ = self._call("DELETE", f"/id/{route_id(app)}")
             if status != 200:
                 return False
-            self.dns.publish({k: v for k, v in self.dns.served.items() if k != app})
+            if app in self.dns.served:
+                self.dns.publish({k: v for k, v in self.dns.served.items() if k != app})
             return True
-
-
-def _static_upstream(route: dict[str, Any]) -> str | None:
-    """The upstream a route names itself (routes made before look-ups, by older nodes)."""
-    try:
-        dial = route["handle"][0]["upstreams"][0]["dial"]
-    except (KeyError, IndexError, TypeError):
-        return None
-    return dial if isinstance(dial, str) else None
 
 
 class CaddyRouter:
