@@ -6,6 +6,7 @@ PostgreSQL, Docker, Caddy and a git daemon; the app is requested through the nod
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -270,6 +271,9 @@ def test_a_deployment_kept_across_restarts_goes_when_a_resumed_redeploy_supersed
         _kill(platform, "node")
         platform.start("node-2", "shipwreck_node", "node ready", **settings)
         _until(lambda: "keep " in platform.log_tail("node-2"), "v1 kept by the assignment")
+        # The killed node's Caddy and unbound run on: the restarted node supervises them.
+        assert "adopted Caddy" in platform.logs["node-2"].read_text()
+        assert "adopted unbound" in platform.logs["node-2"].read_text()
 
         toml = app_files("python-version")["Shipwreck.toml"]
         assert isinstance(toml, bytes)
@@ -293,8 +297,19 @@ def test_a_deployment_kept_across_restarts_goes_when_a_resumed_redeploy_supersed
         # v1's container goes after the drain and its stop, whatever the restarts did.
         _until(lambda: deployments_with_containers() == [second], "only v2's container", 60)
         assert _serves(url, "v2\n")()
+
+        # The Caddy the first node started, adopted by each node after it, is node-3's to
+        # keep running: killed, it is started again and every app is routed again.
+        proxy_dir = load_settings(NodeSettings, settings).proxy_dir
+        caddy = json.loads((proxy_dir / "caddy.process.json").read_text())["pid"]
+        os.kill(caddy, signal.SIGKILL)
+        _until(
+            lambda: "starting it again" in platform.log_tail("node-3"), "Caddy started again", 30
+        )
+        _until(_serves(url, "v2\n"), "v2 served again through the new Caddy", 30)
     finally:
-        # The first node started the Caddy the others found running: nothing stops it.
+        # Should the test fail before node-3 runs, the killed nodes' Caddy and unbound are
+        # nobody's to stop.
         stop_node_proxy(settings)
 
 

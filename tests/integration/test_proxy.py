@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import os
+import signal
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import urllib.error
@@ -12,6 +17,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from shipwreck_node.proxy import CaddyProxy, app_hosts
@@ -61,6 +67,23 @@ def proxy(tmp_path: Path) -> Iterator[CaddyProxy]:
     p.ensure_running()
     yield p
     p.stop()
+
+
+def _ended(pid: int) -> bool:
+    """Whether ``pid`` has ended (a zombie until its parent reaps it counts as ended)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _kill(pid: int) -> None:
+    """SIGKILL ``pid`` and wait until it has ended."""
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while not _ended(pid):
+        assert time.monotonic() < deadline, f"pid {pid} still runs 10 s after SIGKILL"
+        time.sleep(0.02)
 
 
 def _get(port: int, host: str) -> tuple[int, bytes]:
@@ -296,7 +319,8 @@ def test_a_node_started_again_with_another_dns_port_replaces_its_unbound(
         )
         again.ensure_running()
         assert proxy.dns.process is not None
-        assert proxy.dns.process.wait(5) == 0  # the unbound on the old port was stopped
+        assert proxy.dns.process.child is not None
+        assert proxy.dns.process.child.wait(5) == 0  # the unbound on the old port was stopped
         assert again.dns.served == {"moved": app.address}
         # Routing again (as a starting node does for every app) points Caddy at the new one.
         assert again.route("moved", hosts, app.address) is True
@@ -313,18 +337,106 @@ def test_an_unbound_or_a_caddy_that_exits_is_started_again(proxy: CaddyProxy) ->
         proxy.route("phoenix", hosts, app.address)
         assert proxy.revive() is False  # both run
         assert proxy.dns.process is not None
-        proxy.dns.process.kill()
-        proxy.dns.process.wait()
+        _kill(proxy.dns.process.pid)
         # unbound comes back with the recorded routes: Caddy's route works as it was.
         assert proxy.revive() is False
         assert _get(proxy.http_port, "phoenix.localhost") == (200, b"back")
         assert proxy.process is not None
-        proxy.process.kill()
-        proxy.process.wait()
+        _kill(proxy.process.pid)
         # Caddy comes back with no routes: the caller routes every app again.
         assert proxy.revive() is True
         assert proxy.upstream("phoenix") is None
         proxy.route("phoenix", hosts, app.address)
         assert _get(proxy.http_port, "phoenix.localhost") == (200, b"back")
     finally:
+        app.close()
+
+
+def _killed_node(tmp_path: Path, upstream: str) -> tuple[CaddyProxy, int, int]:
+    """A node process that starts its proxy, routes one app to ``upstream`` and is killed
+    with SIGKILL; the proxy settings of a node started after it on the same state directory,
+    and the pids of the Caddy and the unbound the killed one left running."""
+    successor = CaddyProxy(
+        admin=f"127.0.0.1:{_free_port()}",
+        http_port=_free_port(),
+        state_dir=tmp_path / "caddy",
+        dns_port=_free_port(),
+    )
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from shipwreck_node.proxy import CaddyProxy, app_hosts
+        proxy = CaddyProxy(
+            admin={successor.admin!r},
+            http_port={successor.http_port},
+            state_dir=Path({str(successor.state_dir)!r}),
+            dns_port={successor.dns.port},
+        )
+        proxy.ensure_running()
+        proxy.route("orphan", app_hosts("orphan", "localhost"), {upstream!r})
+        print(proxy.process.pid, proxy.dns.process.pid, flush=True)
+        time.sleep(600)
+        """
+    )
+    node = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert node.stdout is not None
+    line = node.stdout.readline()
+    node.kill()  # nothing of the node's own shutdown runs
+    node.wait()
+    caddy, unbound = (int(pid) for pid in line.split())
+    return successor, caddy, unbound
+
+
+def test_the_caddy_and_unbound_of_a_killed_node_are_supervised_by_the_next_one(
+    tmp_path: Path,
+) -> None:
+    app = Upstream(b"still served")
+    successor, caddy, unbound = _killed_node(tmp_path, app.address)
+    try:
+        # The killed node's apps stay reachable: its Caddy and unbound outlive it.
+        assert _get(successor.http_port, "orphan.localhost") == (200, b"still served")
+        successor.ensure_running()
+        assert successor.process is not None
+        assert successor.process.adopted
+        assert successor.process.pid == caddy
+        assert successor.dns.process is not None
+        assert successor.dns.process.adopted
+        assert successor.dns.process.pid == unbound
+        assert successor.revive() is False  # both run: nothing to do
+
+        # Adopted ones that exit are started again, like ones the node started itself.
+        _kill(unbound)
+        _kill(caddy)
+        assert successor.revive() is True
+        assert successor.process is not None
+        assert not successor.process.adopted
+        assert successor.dns.process is not None
+        assert not successor.dns.process.adopted
+        successor.route("orphan", app_hosts("orphan", "localhost"), app.address)
+        assert _get(successor.http_port, "orphan.localhost") == (200, b"still served")
+        started = (successor.process.pid, successor.dns.process.pid)
+    finally:
+        successor.stop()
+        for pid in (caddy, unbound):
+            if not _ended(pid):
+                os.kill(pid, signal.SIGKILL)
+        app.close()
+    assert all(_ended(pid) for pid in started)
+
+
+def test_a_node_stops_the_caddy_and_unbound_it_adopted(tmp_path: Path) -> None:
+    app = Upstream(b"orphaned")
+    successor, caddy, unbound = _killed_node(tmp_path, app.address)
+    try:
+        successor.ensure_running()
+        successor.stop()
+        assert _ended(caddy)
+        assert _ended(unbound)
+        assert not (successor.state_dir / "caddy.process.json").exists()
+        assert not (successor.state_dir / "unbound.process.json").exists()
+    finally:
+        for pid in (caddy, unbound):
+            if not _ended(pid):
+                os.kill(pid, signal.SIGKILL)
         app.close()

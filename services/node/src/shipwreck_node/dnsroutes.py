@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
-from shipwreck_node.daemon import start_daemon, stop_daemon
+from shipwreck_node.daemon import Daemon, adopt, start_daemon
 from shipwreck_node.ports import ProxyError
 
 __all__ = ["REFRESH_SECONDS", "ZONE", "Unbound", "lookup_name", "render_zone", "unbound_config"]
@@ -168,7 +168,8 @@ class Unbound:
         self.binary = binary
         self.control_binary = control_binary
         self.timeout = timeout
-        self.process: subprocess.Popen[bytes] | None = None
+        # The unbound this object supervises: started, or adopted from a node killed before.
+        self.process: Daemon | None = None
         # What unbound serves, as last recorded (read again by `ensure_running`).
         self.served: dict[str, str] = self._recorded(strict=False)
 
@@ -180,6 +181,10 @@ class Unbound:
     @property
     def _config(self) -> Path:
         return self.state_dir / "unbound.conf"
+
+    @property
+    def _record(self) -> Path:
+        return self.state_dir / "unbound.process.json"
 
     @property
     def _routes(self) -> Path:
@@ -230,6 +235,8 @@ class Unbound:
         if self._answers():
             if self._config.read_text() == config:
                 self._reload()
+                if self.process is None:
+                    self.process = adopt("unbound", self._record)
                 return
             # Started with other settings (another port): Caddy would ask the wrong one.
             self._control("stop")
@@ -250,6 +257,7 @@ class Unbound:
             f"unbound (127.0.0.1:{self.port})",
             [binary, "-c", str(self._config)],
             log_path=self.state_dir / "unbound.log",
+            record=self._record,
             ready=self._answers,
         )
         log.info("started unbound (pid %d) on 127.0.0.1:%d", self.process.pid, self.port)
@@ -288,6 +296,8 @@ class Unbound:
             self._control("stop")
 
     def stop(self) -> None:
-        """Stop the unbound this object started (one it found running keeps running)."""
-        stop_daemon(self.process)
+        """Stop the unbound this object supervises (one it started, or adopted from a node
+        killed before it); one that someone else runs keeps running."""
+        if self.process is not None:
+            self.process.stop()
         self.process = None

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import subprocess
 import threading
 import time
 import urllib.error
@@ -36,7 +35,7 @@ from typing import Any, Final
 
 import anyio.to_thread
 
-from shipwreck_node.daemon import start_daemon, stop_daemon
+from shipwreck_node.daemon import Daemon, adopt, start_daemon
 from shipwreck_node.dnsroutes import REFRESH_SECONDS, Unbound, lookup_name
 from shipwreck_node.ports import ProxyError
 
@@ -112,7 +111,8 @@ class CaddyProxy:
         self.timeout = timeout
         self.migrate_connections = migrate_connections
         self.sysctl = sysctl
-        self.process: subprocess.Popen[bytes] | None = None
+        # The Caddy this proxy supervises: started, or adopted from a node killed before.
+        self.process: Daemon | None = None
         self.dns = Unbound(port=dns_port, state_dir=state_dir, binary=unbound_binary)
         # A check of a route and its change must not interleave with another change from
         # this process (say, a stop's "remove only if still mine" and a redeploy's switch).
@@ -195,6 +195,9 @@ class CaddyProxy:
         except ProxyError:
             self._start()
             status, server = self._call("GET", f"/config/apps/http/servers/{SERVER}")
+        else:
+            if self.process is None:
+                self.process = adopt("Caddy", self._record)
         if status == 200 and server:
             return
         # A Caddy someone else runs: add our server block beside what it serves.
@@ -223,6 +226,7 @@ class CaddyProxy:
             f"Caddy (admin API {self.admin})",
             [binary, "run", "--config", str(path)],
             log_path=self.state_dir / "caddy.log",
+            record=self._record,
             ready=self._answers,
             env={
                 "HOME": str(self.state_dir.resolve()),
@@ -238,6 +242,10 @@ class CaddyProxy:
             self.http_port,
         )
 
+    @property
+    def _record(self) -> Path:
+        return self.state_dir / "caddy.process.json"
+
     def _answers(self) -> bool:
         try:
             self._call("GET", "/config/")
@@ -246,7 +254,7 @@ class CaddyProxy:
         return True
 
     def revive(self) -> bool:
-        """Start again the unbound or the Caddy this proxy started, if it has exited.
+        """Start again the unbound or the Caddy this proxy supervises, if it has exited.
 
         unbound comes back with the recorded routes (`routes.json`); Caddy comes back with
         none, so True says that every app must be routed again. A Caddy or an unbound
@@ -254,21 +262,27 @@ class CaddyProxy:
         """
         with self._changes:
             dns = self.dns.process
-            if dns is not None and dns.poll() is not None:
-                log.warning("unbound exited with %s; starting it again", dns.returncode)
+            ended = None if dns is None else dns.exit_status()
+            if dns is not None and ended is not None:
+                log.warning("unbound (pid %d) %s; starting it again", dns.pid, ended)
+                dns.forget()
                 self.dns.process = None
                 self.dns.ensure_running()
             caddy = self.process
-            if caddy is None or caddy.poll() is None:
+            ended = None if caddy is None else caddy.exit_status()
+            if caddy is None or ended is None:
                 return False
-            log.warning("Caddy exited with %s; starting it again", caddy.returncode)
+            log.warning("Caddy (pid %d) %s; starting it again", caddy.pid, ended)
+            caddy.forget()
             self.process = None
             self._ensure_caddy()
             return True
 
     def stop(self) -> None:
-        """Stop the Caddy and unbound this proxy started (ones it found keep running)."""
-        stop_daemon(self.process)
+        """Stop the Caddy and unbound this proxy supervises (ones it started, or adopted from
+        a node killed before it); ones that someone else runs keep running."""
+        if self.process is not None:
+            self.process.stop()
         self.process = None
         self.dns.stop()
 
