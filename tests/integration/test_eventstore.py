@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 from eventsourcing.utils import get_topic
 
-from shipwreck_eventstore import ShipwreckApplication, existing, process_once
+from shipwreck_eventstore import ShipwreckApplication, StoreConfig, existing, process_once
+from tests.support.infra import POSTGRES_URL
 from tests.support.sample_domain import Colour, Label, Ledger, Tally, make_writer
 from tests.support.stores import StoreFactory
 
@@ -287,3 +290,40 @@ def test_tracking_without_new_events_still_marks_the_message_handled(
     assert process_once(app, tracking, list) is True
     assert process_once(app, tracking, list) is False
     app.close()
+
+
+def test_applications_created_at_once_on_a_fresh_database_all_start() -> None:
+    """Services started together (``just up``) each create their tables on a new database,
+    and eventsourcing's shared types and functions are created or replaced by all of
+    them: unserialized, one failed on pg_proc's uniqueness."""
+    dbname = f"shipwreck_race_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{dbname}"')
+    store = StoreConfig(
+        database_url=f"{POSTGRES_URL.rsplit('/', 1)[0]}/{dbname}", pool_size=1, max_overflow=1
+    )
+    count = 6
+    barrier = threading.Barrier(count)
+    started: list[ShipwreckApplication] = []
+    failures: list[BaseException] = []
+
+    def start(i: int) -> None:
+        barrier.wait()
+        try:
+            started.append(make_writer(store, f"race_{i}"))
+        except BaseException as e:  # every failure is the finding
+            failures.append(e)
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(count)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not failures, failures
+        assert len(started) == count
+    finally:
+        for app in started:
+            app.close()
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')

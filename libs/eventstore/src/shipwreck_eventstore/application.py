@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.persistence import Notification, ProcessRecorder, Recording, Tracking
 
@@ -16,6 +17,37 @@ from shipwreck_eventstore.tracking import has_exact_tracking
 
 SavedListener = Callable[[Sequence[Recording[UUID]]], None]
 """Told of each save's recordings (domain events with their notification ids)."""
+
+
+# Any constant of the platform's own: pg_advisory_lock keys are one namespace per database.
+_TABLES_LOCK = 0x5348_4950_5752  # "SHIPWR"
+
+
+@contextlib.contextmanager
+def _creating_tables(settings: dict[str, str]) -> Iterator[None]:
+    """While an application creates its tables, no other in the same PostgreSQL database
+    does. Services started at once on a fresh database (``just up``) would otherwise race
+    on what their applications share, the composite types and insert functions that
+    eventsourcing creates or replaces, and one of them would fail on pg_proc's or
+    pg_type's uniqueness. A session lock on a connection of its own: the creation runs
+    several transactions of its own."""
+    if settings.get("PERSISTENCE_MODULE") != "eventsourcing.postgres":
+        yield
+        return
+    with psycopg.connect(
+        dbname=settings["POSTGRES_DBNAME"],
+        host=settings["POSTGRES_HOST"],
+        port=settings["POSTGRES_PORT"],
+        user=settings["POSTGRES_USER"],
+        password=settings["POSTGRES_PASSWORD"],
+        connect_timeout=int(settings.get("POSTGRES_CONNECT_TIMEOUT", "5")),
+        autocommit=True,
+    ) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_TABLES_LOCK,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_TABLES_LOCK,))
 
 
 class ShipwreckApplication(Application[UUID]):
@@ -40,7 +72,9 @@ class ShipwreckApplication(Application[UUID]):
         self.store_config = store
         self._saved_listeners: list[SavedListener] = []
         self._listeners_lock = threading.Lock()
-        super().__init__({**store.env_for(self.name), **(env or {})})
+        settings = {**store.env_for(self.name), **(env or {})}
+        with _creating_tables(settings):
+            super().__init__(settings)
 
     def construct_recorder(self) -> ProcessRecorder:
         """A recorder that can also insert Tracking rows in the same transaction."""
