@@ -52,17 +52,18 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     engine = docker.from_env()
     root = tmp_path_factory.mktemp("cancel")
     with isolated_platform(root) as platform, serve_git(root / "git") as git:
-        platform.start("scheduler", "shipwreck_scheduler", "scheduler ready")
-        platform.start("orchestrator", "shipwreck_orchestrator", "orchestrator ready")
-        platform.start(
-            "node",
-            "shipwreck_node",
-            "node ready",
-            **node_settings(platform, "cancel-1"),
-            # Only the cancel may end a deployment here, however slow the machine.
-            SHIPWRECK_HEALTH_TIMEOUT_SECONDS="600",
-        )
-        api = start_api(platform)
+        with platform.concurrently():
+            platform.start("scheduler", "shipwreck_scheduler", "scheduler ready")
+            platform.start("orchestrator", "shipwreck_orchestrator", "orchestrator ready")
+            platform.start(
+                "node",
+                "shipwreck_node",
+                "node ready",
+                **node_settings(platform, "cancel-1"),
+                # Only the cancel may end a deployment here, however slow the machine.
+                SHIPWRECK_HEALTH_TIMEOUT_SECONDS="600",
+            )
+            api = start_api(platform)
         wait_for_nodes(api, 1)
         try:
             yield Rig(api, git, platform, engine)

@@ -187,10 +187,11 @@ class Rig:
 def rig(platform: Platform, git_server: GitServer) -> Iterator[Rig]:
     # A name of its own: the nodes of concurrent test runs share one Docker engine.
     node = node_settings(platform, f"clash-{uuid.uuid4().hex[:8]}")
-    platform.start("scheduler", "shipwreck_scheduler", "scheduler ready")
-    platform.start("orchestrator", "shipwreck_orchestrator", "orchestrator ready")
-    platform.start("node", "shipwreck_node", "node ready", **node)
-    api = start_api(platform)
+    with platform.concurrently():
+        platform.start("scheduler", "shipwreck_scheduler", "scheduler ready")
+        platform.start("orchestrator", "shipwreck_orchestrator", "orchestrator ready")
+        platform.start("node", "shipwreck_node", "node ready", **node)
+        api = start_api(platform)
     wait_for_nodes(api, 1)
     port = int(node["SHIPWRECK_PROXY_HTTP_PORT"])
     yield Rig(api, git_server, platform, port, platform.node_ids[-1])

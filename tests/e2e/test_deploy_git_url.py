@@ -96,10 +96,11 @@ def wait_for_nodes(api: Api, count: int) -> None:
 
 @pytest.fixture
 def api(platform: Platform) -> Iterator[Api]:
-    platform.start("scheduler", "shipwreck_scheduler", "scheduler ready")
-    platform.start("orchestrator", "shipwreck_orchestrator", "orchestrator ready")
-    platform.start("node", "shipwreck_node", "node ready", **node_settings(platform, "e2e-1"))
-    client = start_api(platform)
+    with platform.concurrently():
+        platform.start("scheduler", "shipwreck_scheduler", "scheduler ready")
+        platform.start("orchestrator", "shipwreck_orchestrator", "orchestrator ready")
+        platform.start("node", "shipwreck_node", "node ready", **node_settings(platform, "e2e-1"))
+        client = start_api(platform)
     wait_for_nodes(client, 1)
     yield client
     client.client.close()

@@ -115,12 +115,13 @@ def _containers(engine: docker.DockerClient, **labels: str) -> list[Any]:
 def test_a_restarted_node_serves_its_removed_app_again_and_removes_a_stray(
     platform: Platform, git_server: GitServer, engine: docker.DockerClient
 ) -> None:
-    platform.start("scheduler", "shipwreck_scheduler", "scheduler ready")
-    platform.start("orchestrator", "shipwreck_orchestrator", "orchestrator ready")
     settings = node_settings(platform, _unique("restart"))
-    platform.start("node", "shipwreck_node", "node ready", **settings)
-    node_id = platform.node_ids[-1]
-    api = start_api(platform)
+    with platform.concurrently():
+        platform.start("scheduler", "shipwreck_scheduler", "scheduler ready")
+        platform.start("orchestrator", "shipwreck_orchestrator", "orchestrator ready")
+        platform.start("node", "shipwreck_node", "node ready", **settings)
+        node_id = platform.node_ids[-1]
+        api = start_api(platform)
     wait_for_nodes(api, 1)
     git_server.publish_app("hello", "python-hello")
     deployment_id = api.deploy(git_server.url("hello"))
@@ -182,14 +183,18 @@ def test_a_restarted_node_serves_its_removed_app_again_and_removes_a_stray(
 def test_a_lost_node_that_returns_removes_the_container_it_no_longer_owns(
     platform: Platform, git_server: GitServer, engine: docker.DockerClient
 ) -> None:
-    platform.start(
-        "scheduler", "shipwreck_scheduler", "scheduler ready", SHIPWRECK_NODE_TIMEOUT_SECONDS="5"
-    )
-    platform.start("orchestrator", "shipwreck_orchestrator", "orchestrator ready")
-    platform.start(
-        "node-1", "shipwreck_node", "node ready", **node_settings(platform, _unique("lost-1"))
-    )
-    api = start_api(platform)
+    with platform.concurrently():
+        platform.start(
+            "scheduler",
+            "shipwreck_scheduler",
+            "scheduler ready",
+            SHIPWRECK_NODE_TIMEOUT_SECONDS="5",
+        )
+        platform.start("orchestrator", "shipwreck_orchestrator", "orchestrator ready")
+        platform.start(
+            "node-1", "shipwreck_node", "node ready", **node_settings(platform, _unique("lost-1"))
+        )
+        api = start_api(platform)
     wait_for_nodes(api, 1)
     app = _unique("moving")
     git_server.publish_app(app, "python-hello")
@@ -254,12 +259,13 @@ def test_a_deployment_kept_across_restarts_goes_when_a_resumed_redeploy_supersed
     # restarted (the deployment kept), a redeploy, the node killed again while the new
     # container starts (its leftover removed, the redeploy resumed), then the StopWork
     # of the superseded deployment.
-    platform.start("scheduler", "shipwreck_scheduler", "scheduler ready")
-    platform.start("orchestrator", "shipwreck_orchestrator", "orchestrator ready")
     settings = node_settings(platform, _unique("resume"))
     try:
-        platform.start("node", "shipwreck_node", "node ready", **settings)
-        api = start_api(platform)
+        with platform.concurrently():
+            platform.start("scheduler", "shipwreck_scheduler", "scheduler ready")
+            platform.start("orchestrator", "shipwreck_orchestrator", "orchestrator ready")
+            platform.start("node", "shipwreck_node", "node ready", **settings)
+            api = start_api(platform)
         wait_for_nodes(api, 1)
         app = _unique("kept")
         git_server.publish_app(app, "python-version", overrides={"VERSION": "v1\n"})

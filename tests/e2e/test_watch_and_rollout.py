@@ -83,18 +83,19 @@ class Rig:
 @pytest.fixture
 def rig(platform: Platform, git_server: GitServer) -> Iterator[Rig]:
     node = node_settings(platform, "rollout")
-    platform.start("scheduler", "shipwreck_scheduler", "scheduler ready")
-    platform.start("orchestrator", "shipwreck_orchestrator", "orchestrator ready")
-    platform.start(
-        "watcher",
-        "shipwreck_watcher",
-        "watcher ready",
-        SHIPWRECK_WATCH_INTERVAL=str(POLL),
-        SHIPWRECK_WATCH_JITTER="0.1",
-    )
-    platform.start("node", "shipwreck_node", "node ready", **node)
-    port = int(node["SHIPWRECK_PROXY_HTTP_PORT"])
-    api = start_api(platform)
+    with platform.concurrently():
+        platform.start("scheduler", "shipwreck_scheduler", "scheduler ready")
+        platform.start("orchestrator", "shipwreck_orchestrator", "orchestrator ready")
+        platform.start(
+            "watcher",
+            "shipwreck_watcher",
+            "watcher ready",
+            SHIPWRECK_WATCH_INTERVAL=str(POLL),
+            SHIPWRECK_WATCH_JITTER="0.1",
+        )
+        platform.start("node", "shipwreck_node", "node ready", **node)
+        port = int(node["SHIPWRECK_PROXY_HTTP_PORT"])
+        api = start_api(platform)
     wait_for_nodes(api, 1)
     yield Rig(api, git_server, platform, port)
     api.client.close()
@@ -285,23 +286,26 @@ def _github_push(rig: Rig, delivery: str, commit: str, *, secret: str = SECRET) 
 @pytest.fixture
 def hooked(platform: Platform, git_server: GitServer) -> Iterator[Rig]:
     node = node_settings(platform, "hooked")
-    platform.start("scheduler", "shipwreck_scheduler", "scheduler ready")
-    platform.start("orchestrator", "shipwreck_orchestrator", "orchestrator ready")
-    # Polling far too slow to matter: only the webhook can trigger within the test.
-    platform.start("watcher", "shipwreck_watcher", "watcher ready", SHIPWRECK_WATCH_INTERVAL="3600")
-    platform.start("node", "shipwreck_node", "node ready", **node)
-    port = int(node["SHIPWRECK_PROXY_HTTP_PORT"])
-    from tests.support.gitdaemon import free_port
+    with platform.concurrently():
+        platform.start("scheduler", "shipwreck_scheduler", "scheduler ready")
+        platform.start("orchestrator", "shipwreck_orchestrator", "orchestrator ready")
+        # Polling far too slow to matter: only the webhook can trigger within the test.
+        platform.start(
+            "watcher", "shipwreck_watcher", "watcher ready", SHIPWRECK_WATCH_INTERVAL="3600"
+        )
+        platform.start("node", "shipwreck_node", "node ready", **node)
+        port = int(node["SHIPWRECK_PROXY_HTTP_PORT"])
+        from tests.support.gitdaemon import free_port
 
-    api_port = free_port()
-    platform.start(
-        "api",
-        "shipwreck_api",
-        "api ready",
-        SHIPWRECK_API_PORT=str(api_port),
-        SHIPWRECK_API_TOKEN="e2e-token",
-        SHIPWRECK_WEBHOOK_SECRET=SECRET,
-    )
+        api_port = free_port()
+        platform.start(
+            "api",
+            "shipwreck_api",
+            "api ready",
+            SHIPWRECK_API_PORT=str(api_port),
+            SHIPWRECK_API_TOKEN="e2e-token",
+            SHIPWRECK_WEBHOOK_SECRET=SECRET,
+        )
     api = Api(api_port)
     wait_for_nodes(api, 1)
     yield Rig(api, git_server, platform, port)

@@ -162,8 +162,9 @@ async def _control_plane(
     broker = create_broker(platform.amqp_url, app_id="test")
     fakes = FakeNodes(broker, nodes)
     observer = Observer(broker)
-    platform.start("scheduler", "shipwreck_scheduler", "scheduler ready", **scheduler_env)
-    platform.start("orchestrator", "shipwreck_orchestrator", "orchestrator ready")
+    with platform.concurrently():
+        platform.start("scheduler", "shipwreck_scheduler", "scheduler ready", **scheduler_env)
+        platform.start("orchestrator", "shipwreck_orchestrator", "orchestrator ready")
     return broker, fakes, observer
 
 
@@ -274,10 +275,14 @@ async def test_a_lost_node_is_detected_and_its_deployment_moves_to_a_live_node(
     async def on_lost(msg: NodeLost) -> None:
         lost_seen.append(msg)
 
-    platform.start(
-        "scheduler", "shipwreck_scheduler", "scheduler ready", SHIPWRECK_NODE_TIMEOUT_SECONDS="2"
-    )
-    platform.start("orchestrator", "shipwreck_orchestrator", "orchestrator ready")
+    with platform.concurrently():
+        platform.start(
+            "scheduler",
+            "shipwreck_scheduler",
+            "scheduler ready",
+            SHIPWRECK_NODE_TIMEOUT_SECONDS="2",
+        )
+        platform.start("orchestrator", "shipwreck_orchestrator", "orchestrator ready")
     doomed, survivor = fakes.ids
     async with broker:
         await broker.start()
@@ -358,8 +363,9 @@ async def test_a_node_that_dies_while_the_scheduler_is_down_is_lost_after_its_re
         lost_seen.append(msg)
 
     timeout = {"SHIPWRECK_NODE_TIMEOUT_SECONDS": "2"}
-    platform.start("scheduler", "shipwreck_scheduler", "scheduler ready", **timeout)
-    platform.start("orchestrator", "shipwreck_orchestrator", "orchestrator ready")
+    with platform.concurrently():
+        platform.start("scheduler", "shipwreck_scheduler", "scheduler ready", **timeout)
+        platform.start("orchestrator", "shipwreck_orchestrator", "orchestrator ready")
     doomed, survivor = fakes.ids
 
     def beat(node_id: uuid.UUID, name: str) -> NodeHeartbeat:

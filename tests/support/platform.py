@@ -114,6 +114,18 @@ class _Vhosts:
 _VHOSTS = _Vhosts()
 
 
+@dataclass(frozen=True)
+class _Starting:
+    """A service process started and not yet known to be ready."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    offset: int
+    ready: str
+    deadline: float
+
+
 @dataclass
 class Platform:
     """Addresses of one isolated platform, and the service processes started on it."""
@@ -124,6 +136,7 @@ class Platform:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     node_ids: list[str] = field(default_factory=list)
     logs: dict[str, Path] = field(default_factory=dict)
+    _starting: list[_Starting] | None = field(default=None, repr=False)
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment a service process runs with."""
@@ -140,7 +153,8 @@ class Platform:
     def start(
         self, name: str, module: str, ready: str, *, timeout: float = 60, **extra: str
     ) -> subprocess.Popen[bytes]:
-        """Run ``python -m module`` and wait until its log says ``ready``."""
+        """Run ``python -m module`` and wait until its log says ``ready`` (inside
+        :meth:`concurrently`, the wait comes at the end of the block)."""
         if module == "shipwreck_node":
             node_name = extra.get("SHIPWRECK_NODE_NAME") or socket.gethostname()
             self.node_ids.append(str(uuid.uuid5(uuid.NAMESPACE_DNS, f"node.shipwreck/{node_name}")))
@@ -158,13 +172,33 @@ class Platform:
             )
         self.processes[name] = proc
         self.logs[name] = log
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with log.open("rb") as f:
-                f.seek(offset)
+        starting = _Starting(name, proc, log, offset, ready, time.monotonic() + timeout)
+        if self._starting is not None:
+            self._starting.append(starting)
+        else:
+            self._wait_ready(starting)
+        return proc
+
+    @contextlib.contextmanager
+    def concurrently(self) -> Iterator[None]:
+        """Services started in the block start side by side (each start is mostly imports,
+        on one core); the block ends once every one of them is ready."""
+        self._starting = []
+        try:
+            yield
+            for starting in self._starting:
+                self._wait_ready(starting)
+        finally:
+            self._starting = None
+
+    def _wait_ready(self, starting: _Starting) -> None:
+        name, proc = starting.name, starting.process
+        while time.monotonic() < starting.deadline:
+            with starting.log.open("rb") as f:
+                f.seek(starting.offset)
                 written = f.read().decode(errors="replace")
-            if ready in written:
-                return proc
+            if starting.ready in written:
+                return
             if proc.poll() is not None:
                 break
             time.sleep(0.1)
