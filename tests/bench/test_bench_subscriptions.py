@@ -4,10 +4,11 @@
    subscribers to one deployment's ``deploymentUpdates`` in a second process (the other
    core). The benchmark publishes status changes as the orchestrator's relay would and
    measures, for every subscriber and every change, the time from just before the publish
-   to the moment the update's bytes reached the subscriber's socket; and the api's resident
-   memory per idle subscriber. The clients are a minimal websocket implementation on raw
-   asyncio protocols that timestamp each read as it happens, so that their own cost adds as
-   little as possible to what is measured.
+   to the moment the update's bytes reached the subscriber's socket, as the kernel stamps
+   each read (SO_TIMESTAMPNS); and the api's resident memory per idle subscriber. The
+   clients are a minimal websocket implementation on raw sockets. Also reported: the time
+   until the client process read the bytes, which adds the wait of each socket while one
+   process reads 5,000 in turn (5,000 subscribers on 5,000 machines would not wait).
    Beside it, the floor: the same number of sockets and the same client, and a server that
    does nothing but write one pre-encoded frame to each socket in one loop (what the api's
    publish comes down to for a caught-up subscriber): how long that loop takes, and how
@@ -32,6 +33,7 @@ import random
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -112,11 +114,51 @@ def _percentile(values: list[float], p: float) -> float:
 # --- the subscriber process ------------------------------------------------------------------
 
 
-class _Subscriber(asyncio.Protocol):
-    """A graphql-transport-ws client on a raw socket: it answers pings, subscribes, and keeps
-    every text frame with the time its last bytes were read."""
+# Linux's SO_TIMESTAMPNS (asm-generic/socket.h; Python's socket module does not name it):
+# every read then carries, as ancillary data, the time its bytes were queued on the socket.
+_SO_TIMESTAMPNS = 35
 
-    def __init__(self, host: str, port: int, subscribe: bytes, ready: asyncio.Future[None]):
+
+async def _timestamping_socket(port: int) -> socket.socket:
+    """A non-blocking client socket connected to ``port``, its reads kernel-timestamped."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    return sock
+
+
+def _timestamped_read(sock: socket.socket) -> tuple[bytes, float] | None:
+    """What the socket holds and the kernel's time of it (of its last segment); None when
+    there is nothing to read."""
+    try:
+        data, ancillary, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(16))
+    except BlockingIOError:
+        return None
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
+            seconds, nanoseconds = struct.unpack("qq", payload[:16])
+            return data, seconds + nanoseconds / 1e9
+    if not data:
+        return data, time.time()  # the peer closed: no segment, no time
+    raise AssertionError("a read without its kernel timestamp (SO_TIMESTAMPNS)")
+
+
+class _Subscriber:
+    """A graphql-transport-ws client on a raw socket: it answers pings, subscribes, and keeps
+    every text frame with two times: when the kernel queued its bytes on the socket (the
+    moment the update reached the subscriber) and when this process read them (later by
+    however long this one process, reading 5,000 sockets in turn, took to get to it)."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        host: str,
+        port: int,
+        subscribe: bytes,
+        ready: asyncio.Future[None],
+    ) -> None:
+        self.sock = sock
         self.request = (
             f"GET /graphql HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
             "Connection: Upgrade\r\n"
@@ -129,16 +171,28 @@ class _Subscriber(asyncio.Protocol):
         self.buffer = bytearray()
         self.upgraded = False
         self.acked = False
-        self.frames: list[tuple[float, bytes]] = []
-        self.transport: asyncio.Transport | None = None
+        self.frames: list[tuple[float, float, bytes]] = []
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self.request)
+    def start(self) -> None:
+        self.sock.sendall(self.request)
+        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._readable)
 
-    def data_received(self, data: bytes) -> None:
-        now = time.time()
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        self.sock.close()
+
+    def _readable(self) -> None:
+        read = _timestamped_read(self.sock)
+        if read is None:
+            return
+        data, queued = read
+        if not data:
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self._fail(b"connection closed")
+            return
+        self.data_received(data, queued, time.time())
+
+    def data_received(self, data: bytes, queued: float, now: float) -> None:
         self.buffer += data
         if not self.upgraded:
             end = self.buffer.find(b"\r\n\r\n")
@@ -166,13 +220,13 @@ class _Subscriber(asyncio.Protocol):
             payload = bytes(self.buffer[start : start + length])
             del self.buffer[: start + length]
             if opcode == 1:
-                self._text(now, payload)
+                self._text(queued, now, payload)
             elif opcode == 9:
                 self._send(10, payload)  # pong: uvicorn closes a socket that does not answer
             elif opcode == 8:
                 self._fail(b"closed by the api: " + payload)
 
-    def _text(self, now: float, payload: bytes) -> None:
+    def _text(self, queued: float, now: float, payload: bytes) -> None:
         if not self.acked:
             if b"connection_ack" in payload:
                 self.acked = True
@@ -181,12 +235,11 @@ class _Subscriber(asyncio.Protocol):
         if b'"ping"' in payload[:40]:
             self._send(1, b'{"type":"pong"}')
             return
-        self.frames.append((now, payload))
+        self.frames.append((queued, now, payload))
         if not self.ready.done():
             self.ready.set_result(None)
 
     def _send(self, opcode: int, payload: bytes) -> None:
-        assert self.transport is not None
         mask = os.urandom(4)
         header = bytes([0x80 | opcode])
         if len(payload) < 126:
@@ -194,14 +247,11 @@ class _Subscriber(asyncio.Protocol):
         else:
             header += bytes([0x80 | 126]) + len(payload).to_bytes(2, "big")
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.transport.write(header + mask + masked)
+        self.sock.sendall(header + mask + masked)  # a few bytes: the socket takes them
 
     def _fail(self, why: bytes) -> None:
         if not self.ready.done():
             self.ready.set_exception(RuntimeError(why.decode(errors="replace")))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(f"connection lost: {exc}".encode())
 
 
 def subscribers_main(pipe: Connection, port: int, deployment_id: str, count: int) -> None:
@@ -226,8 +276,9 @@ async def _subscribers(pipe: Connection, port: int, deployment_id: str, count: i
         batch = []
         for _ in range(start, min(start + 250, count)):
             ready: asyncio.Future[None] = loop.create_future()
-            client = _Subscriber("127.0.0.1", port, subscribe, ready)
-            await loop.create_connection(lambda c=client: c, "127.0.0.1", port)
+            sock = await _timestamping_socket(port)
+            client = _Subscriber(sock, "127.0.0.1", port, subscribe, ready)
+            client.start()
             clients.append(client)
             batch.append(ready)
         await asyncio.wait_for(asyncio.gather(*batch), 120)
@@ -236,14 +287,13 @@ async def _subscribers(pipe: Connection, port: int, deployment_id: str, count: i
     results = []
     for client in clients:
         got = []
-        for at, payload in client.frames[1:]:  # the first is the state at subscription
+        for queued, read, payload in client.frames[1:]:  # the first: state at subscription
             update = json.loads(payload)["payload"]["data"]["deploymentUpdates"]
-            got.append((update["status"], update["sequence"], at))
+            got.append((update["status"], update["sequence"], queued, read))
         results.append(got)
     pipe.send(("results", results))
     for client in clients:
-        if client.transport is not None:
-            client.transport.close()
+        client.close()
 
 
 # --- the api process, RabbitMQ ---------------------------------------------------------------
@@ -433,19 +483,22 @@ async def _fan_out(amqp_url: str, tmp_path: Path) -> None:
             os.killpg(api.pid, signal.SIGKILL)
             api.wait()
 
-    latencies = [(at - published[status]) * 1000 for got in results for status, _, at in got]
+    # Publish to the update's bytes queued on the subscriber's socket (the kernel's time).
+    latencies = [(at - published[s]) * 1000 for got in results for s, _, at, _ in got]
+    # Publish to the client process reading them: the above, plus the wait of a socket
+    # while this one process of 5,000 subscribers reads the ones before it.
+    read_latencies = [(at - published[s]) * 1000 for got in results for s, _, _, at in got]
     per_update = {
         status: round(
             _percentile(
-                [(at - published[s]) * 1000 for got in results for s, _, at in got if s == status],
-                99,
+                [(q - published[s]) * 1000 for g in results for s, _, q, _ in g if s == status], 99
             ),
             1,
         )
         for status in published
     }
     expected = len(published) * SUBSCRIBERS
-    in_order = all([s for s, _, _ in got] == list(published) for got in results)
+    in_order = all([s for s, *_ in got] == list(published) for got in results)
     _report(
         "subscription-fan-out",
         subscribers=SUBSCRIBERS,
@@ -459,6 +512,8 @@ async def _fan_out(amqp_url: str, tmp_path: Path) -> None:
         latency_ms_p99=round(_percentile(latencies, 99), 1),
         latency_ms_max=round(max(latencies), 1),
         p99_ms_per_update=per_update,
+        read_latency_ms_p50=round(_percentile(read_latencies, 50), 1),
+        read_latency_ms_p99=round(_percentile(read_latencies, 99), 1),
         # Over the 3 s after each publish: the update, and uvicorn's keep-alive pings.
         api_cpu_s_per_update=round(
             statistics.mean(user.values()) + statistics.mean(system.values()), 3
@@ -482,14 +537,18 @@ _FLOOR_FRAME = b"\x81\x7e" + len(_FLOOR_MESSAGE).to_bytes(2, "big") + _FLOOR_MES
 _FLOOR_ROUNDS = 6
 
 
-class _Reader(asyncio.Protocol):
-    """Keeps the time of every read, as the subscribers above do."""
+class _Reader:
+    """Keeps the kernel's time and the read's time of every read, as the subscribers do."""
 
-    def __init__(self) -> None:
-        self.reads: list[float] = []
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reads: list[tuple[float, float]] = []
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
 
-    def data_received(self, data: bytes) -> None:
-        self.reads.append(time.time())
+    def _readable(self) -> None:
+        read = _timestamped_read(self.sock)
+        if read is not None and read[0]:
+            self.reads.append((read[1], time.time()))
 
 
 def floor_clients_main(pipe: Connection, port: int, count: int) -> None:
@@ -500,9 +559,7 @@ def floor_clients_main(pipe: Connection, port: int, count: int) -> None:
 
 async def _floor_clients(pipe: Connection, port: int, count: int) -> None:
     loop = asyncio.get_running_loop()
-    readers = [_Reader() for _ in range(count)]
-    for reader in readers:
-        await loop.create_connection(lambda r=reader: r, "127.0.0.1", port)
+    readers = [_Reader(await _timestamping_socket(port)) for _ in range(count)]
     pipe.send("ready")
     await loop.run_in_executor(None, pipe.recv)  # "collect"
     pipe.send([reader.reads for reader in readers])
@@ -569,7 +626,7 @@ def test_floor_one_frame_written_to_5000_sockets_in_one_loop() -> None:
         rounds = server_pipe.recv()
         client_pipe.send("collect")
         assert client_pipe.poll(300)
-        reads: list[list[float]] = client_pipe.recv()
+        reads: list[list[tuple[float, float]]] = client_pipe.recv()
     finally:
         for process in (server, clients):
             if process is not None:
@@ -577,7 +634,12 @@ def test_floor_one_frame_written_to_5000_sockets_in_one_loop() -> None:
                 process.join(10)
     assert all(len(r) == _FLOOR_ROUNDS for r in reads)  # one read per frame and socket
     latencies = [
-        (socket_reads[i] - started) * 1000
+        (socket_reads[i][0] - started) * 1000
+        for socket_reads in reads
+        for i, (started, *_) in enumerate(rounds)
+    ]
+    read_latencies = [
+        (socket_reads[i][1] - started) * 1000
         for socket_reads in reads
         for i, (started, *_) in enumerate(rounds)
     ]
@@ -594,6 +656,8 @@ def test_floor_one_frame_written_to_5000_sockets_in_one_loop() -> None:
         latency_ms_p50=round(_percentile(latencies, 50), 1),
         latency_ms_p99=round(_percentile(latencies, 99), 1),
         latency_ms_max=round(max(latencies), 1),
+        read_latency_ms_p50=round(_percentile(read_latencies, 50), 1),
+        read_latency_ms_p99=round(_percentile(read_latencies, 99), 1),
     )
 
 
