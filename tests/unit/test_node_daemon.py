@@ -63,6 +63,7 @@ def test_a_helper_that_exits_at_start_is_reported_with_its_output(tmp_path: Path
             record=tmp_path / "helper.process.json",
             ready=lambda: False,
         )
+    assert not (tmp_path / "helper.process.json").exists()  # nothing for a node to adopt
 
 
 def test_a_helper_that_never_gets_ready_is_stopped(tmp_path: Path) -> None:
@@ -79,6 +80,7 @@ def test_a_helper_that_never_gets_ready_is_stopped(tmp_path: Path) -> None:
     pid = int(pids.read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+    assert not (tmp_path / "helper.process.json").exists()
 
 
 def test_a_helper_whose_node_is_gone_is_adopted_and_stopped_by_the_next(tmp_path: Path) -> None:
@@ -128,3 +130,17 @@ def test_a_record_that_is_not_one_adopts_nothing(tmp_path: Path, text: str) -> N
     record = tmp_path / "helper.process.json"
     record.write_text(text)
     assert adopt("helper", record) is None
+
+
+def test_a_helper_is_recorded_before_it_is_ready(tmp_path: Path) -> None:
+    """A node killed while it waits for its helper leaves a record the next one adopts by."""
+    record = tmp_path / "helper.process.json"
+    helper = start_daemon(
+        "helper",
+        ["sleep", "30"],
+        log_path=tmp_path / "helper.log",
+        record=record,
+        ready=record.exists,  # ready only once recorded: a record after the wait never is
+        within=2,
+    )
+    helper.stop()

@@ -144,15 +144,17 @@ def start_daemon(
             env=None if env is None else dict(env),
         )
     daemon = Daemon(name, psutil.Process(child.pid), record, child)
+    # Recorded at once: a node killed while it waits leaves a helper the next one adopts.
+    daemon.write_record()
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if child.poll() is not None:
+            daemon.forget()
             raise ProxyError(
                 f"{name} exited with {child.returncode}: "
                 f"{log_path.read_text(errors='replace')[-800:]}"
             )
         if ready():
-            daemon.write_record()
             return daemon
         time.sleep(0.1)
     daemon.stop()
