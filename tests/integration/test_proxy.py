@@ -20,6 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from shipwreck_node.daemon import Daemon, has_exited
 from shipwreck_node.proxy import CaddyProxy, app_hosts
 
 pytestmark = pytest.mark.infra
@@ -70,19 +71,19 @@ def proxy(tmp_path: Path) -> Iterator[CaddyProxy]:
 
 
 def _ended(pid: int) -> bool:
-    """Whether ``pid`` has ended (a zombie until its parent reaps it counts as ended)."""
+    """Whether ``pid`` has exited (not yet reaped counts)."""
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        return has_exited(psutil.Process(pid))
     except psutil.NoSuchProcess:
         return True
 
 
-def _kill(pid: int) -> None:
-    """SIGKILL ``pid`` and wait until it has ended."""
-    os.kill(pid, signal.SIGKILL)
+def _kill(helper: Daemon) -> None:
+    """SIGKILL a helper and wait until the proxy can tell it has exited."""
+    os.kill(helper.pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while not _ended(pid):
-        assert time.monotonic() < deadline, f"pid {pid} still runs 10 s after SIGKILL"
+    while helper.exit_status() is None:
+        assert time.monotonic() < deadline, f"pid {helper.pid} still runs 10 s after SIGKILL"
         time.sleep(0.02)
 
 
@@ -337,12 +338,12 @@ def test_an_unbound_or_a_caddy_that_exits_is_started_again(proxy: CaddyProxy) ->
         proxy.route("phoenix", hosts, app.address)
         assert proxy.revive() is False  # both run
         assert proxy.dns.process is not None
-        _kill(proxy.dns.process.pid)
+        _kill(proxy.dns.process)
         # unbound comes back with the recorded routes: Caddy's route works as it was.
         assert proxy.revive() is False
         assert _get(proxy.http_port, "phoenix.localhost") == (200, b"back")
         assert proxy.process is not None
-        _kill(proxy.process.pid)
+        _kill(proxy.process)
         # Caddy comes back with no routes: the caller routes every app again.
         assert proxy.revive() is True
         assert proxy.upstream("phoenix") is None
@@ -406,8 +407,8 @@ def test_the_caddy_and_unbound_of_a_killed_node_are_supervised_by_the_next_one(
         assert successor.revive() is False  # both run: nothing to do
 
         # Adopted ones that exit are started again, like ones the node started itself.
-        _kill(unbound)
-        _kill(caddy)
+        _kill(successor.dns.process)
+        _kill(successor.process)
         assert successor.revive() is True
         assert successor.process is not None
         assert not successor.process.adopted

@@ -24,13 +24,26 @@ import psutil
 
 from shipwreck_node.ports import ProxyError
 
-__all__ = ["Daemon", "adopt", "start_daemon"]
+__all__ = ["Daemon", "adopt", "has_exited", "start_daemon"]
 
 log = logging.getLogger(__name__)
 
 # psutil derives a start time from clock ticks since boot: the same process always reads
 # the same, a reused pid reads another (ticks are 10 ms apart).
 _SAME_START = 0.005
+
+
+def has_exited(process: psutil.Process) -> bool:
+    """Whether ``process`` has exited, reaped or not.
+
+    A zombie counts once its other threads have exited too: the main thread of a threaded
+    process (Caddy is written in Go) is a zombie while the rest still exit, holding the
+    process's sockets, and its parent cannot reap it yet.
+    """
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE and process.num_threads() <= 1
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _alive(pid: object, created: object) -> psutil.Process | None:
@@ -41,11 +54,9 @@ def _alive(pid: object, created: object) -> psutil.Process | None:
         process = psutil.Process(pid)
         if abs(process.create_time() - created) > _SAME_START:
             return None  # the pid was reused
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return None
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
-    return process
+    return None if has_exited(process) else process
 
 
 class Daemon:
@@ -107,7 +118,7 @@ class Daemon:
     def _wait(self, within: float) -> None:
         # Not psutil's wait: a helper that is not this node's child stays a zombie until
         # its new parent reaps it (up to a second or two in some containers), and psutil
-        # waits for that; a zombie has ended, as far as the node is concerned.
+        # waits for that; an exited zombie has ended, as far as the node is concerned.
         deadline = time.monotonic() + within
         while self.exit_status() is None and time.monotonic() < deadline:
             time.sleep(0.02)
