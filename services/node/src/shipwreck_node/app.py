@@ -34,7 +34,7 @@ from shipwreck_runtime import BackgroundTasks
 Running = Callable[[], Awaitable[Sequence[uuid.UUID]]]
 
 PROXY_CHECK_SECONDS: Final = 1.0
-"""How often the node looks whether the Caddy and the unbound it started still run."""
+"""How often the node looks whether the Caddy and the unbound it supervises still run."""
 
 
 async def _nothing_running() -> Sequence[uuid.UUID]:

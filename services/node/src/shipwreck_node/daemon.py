@@ -101,7 +101,8 @@ class Daemon:
         if self.child is not None:
             code = self.child.poll()
             return None if code is None else f"exited with {code}"
-        if _alive(self.pid, self.process.create_time()) is not None:
+        # is_running: psutil's own check that the pid still is this process (not reused).
+        if self.process.is_running() and not has_exited(self.process):
             return None
         return "exited"
 

@@ -288,11 +288,13 @@ class Router(Protocol):
         ...
 
     async def close(self) -> None:
-        """Stop the proxy if `start` started it; one run by someone else keeps running."""
+        """Stop the proxy if this node supervises it (`start` started it, or adopted it from
+        a node killed before); one run by someone else keeps running."""
         ...
 
     async def revive(self) -> bool:
-        """Start again any part of the proxy that `start` started and that has exited.
+        """Start again any part of the proxy that this node supervises (started by `start`,
+        or adopted from a node killed before it) and that has exited.
 
         True when the routes went with it (the proxy came back empty): the caller routes
         every app again.

@@ -415,7 +415,7 @@ class CaddyRouter:
         await anyio.to_thread.run_sync(self.proxy.ensure_running)
 
     async def close(self) -> None:
-        """Stop the Caddy that `start` started, if any."""
+        """Stop the Caddy and unbound this node supervises, if any."""
         await anyio.to_thread.run_sync(self.proxy.stop)
 
     async def revive(self) -> bool:
