@@ -17,11 +17,12 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import psutil
 import pytest
 
 from shipwreck_node.daemon import Daemon, has_exited
-from shipwreck_node.proxy import CaddyProxy, app_hosts
+from shipwreck_node.proxy import CaddyProxy, CaddyRouter, app_hosts
 
 pytestmark = pytest.mark.infra
 
@@ -348,6 +349,29 @@ def test_an_unbound_or_a_caddy_that_exits_is_started_again(proxy: CaddyProxy) ->
         assert proxy.revive() is True
         assert proxy.upstream("phoenix") is None
         proxy.route("phoenix", hosts, app.address)
+        assert _get(proxy.http_port, "phoenix.localhost") == (200, b"back")
+    finally:
+        app.close()
+
+
+def test_the_node_is_told_at_once_when_its_unbound_or_caddy_exits(proxy: CaddyProxy) -> None:
+    router = CaddyRouter(proxy)
+
+    async def scenario() -> None:
+        assert await router.exited(0.2) is False  # both run
+        # The started ones, then the ones started again in their place.
+        for name in ("unbound", "Caddy", "unbound", "Caddy"):
+            helper = proxy.dns.process if name == "unbound" else proxy.process
+            assert helper is not None
+            os.kill(helper.pid, signal.SIGKILL)
+            assert await router.exited(30) is True, f"no word of the killed {name}"
+            await router.revive()
+            assert await router.exited(0.2) is False  # the new one runs, and is watched
+
+    anyio.run(scenario)
+    app = Upstream(b"back")
+    try:
+        proxy.route("phoenix", app_hosts("phoenix", "localhost"), app.address)
         assert _get(proxy.http_port, "phoenix.localhost") == (200, b"back")
     finally:
         app.close()

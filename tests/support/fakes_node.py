@@ -530,14 +530,33 @@ class FakeRouter:
         self.block_route: Block | None = None
         """Blocks `route` after the change is made: a switch interrupted before it returned."""
         self.changed = anyio.Event()
-        self.lost = False
-        """Set it to make the next `revive` find the proxy restarted without its routes."""
+        self._exit = anyio.Event()
+        self._lost = False
 
     async def start(self) -> None:
         self.started = True
 
     async def close(self) -> None:
         self.closed = True
+
+    @property
+    def lost(self) -> bool:
+        """Set it to make the next `revive` find the proxy restarted without its routes."""
+        return self._lost
+
+    @lost.setter
+    def lost(self, value: bool) -> None:
+        self._lost = value
+        if value:
+            self._exit.set()  # as the kernel tells the real one
+        elif self._exit.is_set():
+            self._exit = anyio.Event()
+
+    async def exited(self, within: float) -> bool:
+        with anyio.move_on_after(within):
+            await self._exit.wait()
+            return True
+        return False
 
     async def revive(self) -> bool:
         self._check()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import signal
 import subprocess
 from pathlib import Path
 
@@ -144,3 +146,32 @@ def test_a_helper_is_recorded_before_it_is_ready(tmp_path: Path) -> None:
         within=2,
     )
     helper.stop()
+
+
+def _readable(fd: int, within: float) -> bool:
+    return bool(select.select([fd], [], [], within)[0])
+
+
+@pytest.mark.parametrize("how", ["started", "adopted"])
+def test_the_exit_of_a_helper_is_told_by_a_descriptor_that_becomes_readable(
+    tmp_path: Path, how: str
+) -> None:
+    started = _sleeper(tmp_path)
+    helper: Daemon | None = started
+    if how == "adopted":
+        _gone_owner(started.record)
+        helper = adopt("helper", started.record)
+    assert helper is not None
+    watch = helper.exit_watch()
+    assert watch is not None
+    try:
+        assert not _readable(watch, 0.2)  # it runs
+        os.kill(helper.pid, signal.SIGKILL)
+        assert _readable(watch, 30)  # told, whoever reaps it
+        assert helper.exit_status() is not None
+    finally:
+        os.close(watch)
+        started.stop()
+        helper.stop()
+    # Once forgotten, it has nothing left to watch; a watch taken before stays the caller's.
+    assert helper.exit_watch() is None

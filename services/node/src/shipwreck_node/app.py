@@ -34,7 +34,12 @@ from shipwreck_runtime import BackgroundTasks
 Running = Callable[[], Awaitable[Sequence[uuid.UUID]]]
 
 PROXY_CHECK_SECONDS: Final = 1.0
-"""How often the node looks whether the Caddy and the unbound it supervises still run."""
+"""How often the node looks whether the Caddy and the unbound it supervises (started or
+adopted) still run, besides being told by the kernel when one exits."""
+
+PROXY_REVIVE_SPACING: Final = 0.05
+"""The least time between two revivals told by the kernel: a helper that exits again at
+once does not keep the node busy."""
 
 
 async def _nothing_running() -> Sequence[uuid.UUID]:
@@ -219,9 +224,13 @@ def create_app(
     async def watch_proxy() -> None:
         # Apps are reached only through Caddy, and Caddy finds them only through unbound:
         # one that exits is started again at once (a failure here is retried with back-off).
+        # The kernel tells of an exit as it happens (each request Caddy cannot route fails
+        # meanwhile); the look every PROXY_CHECK_SECONDS is for a kernel that cannot.
         while True:
-            await asyncio.sleep(PROXY_CHECK_SECONDS)
+            exited = await routes.proxy_exited(within=PROXY_CHECK_SECONDS)
             await routes.revive()
+            if exited:
+                await asyncio.sleep(PROXY_REVIVE_SPACING)
 
     tasks.add("proxy", watch_proxy)
     app = build_service(

@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -59,6 +61,15 @@ def _alive(pid: object, created: object) -> psutil.Process | None:
     return None if has_exited(process) else process
 
 
+def _pidfd(pid: int) -> int | None:
+    """A descriptor of process ``pid`` that becomes readable once it has exited, or None
+    where the kernel gives none (or the process is gone already)."""
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None
+
+
 class Daemon:
     """A helper process this node supervises: one it started (its child), or one that a node
     killed before it started on the same state directory, adopted from its record."""
@@ -74,6 +85,10 @@ class Daemon:
         self.process = process
         self.record = record
         self.child = child
+        # Held for as long as the node supervises it: it names this process, and no other
+        # that may get its pid once it is gone.
+        self._exit_fd = _pidfd(process.pid)
+        self._exit_fd_lock = threading.Lock()
 
     @property
     def pid(self) -> int:
@@ -106,6 +121,13 @@ class Daemon:
             return None
         return "exited"
 
+    def exit_watch(self) -> int | None:
+        """A new descriptor that becomes readable once this helper has exited (the caller
+        closes it), so that the node learns of an exit at once; None where the kernel has
+        none to give (the node's periodic look at `exit_status` still finds it)."""
+        with self._exit_fd_lock:
+            return None if self._exit_fd is None else os.dup(self._exit_fd)
+
     def stop(self, within: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after ``within`` seconds; forget its record."""
         for signal_it in (self.process.terminate, self.process.kill):
@@ -125,7 +147,12 @@ class Daemon:
             time.sleep(0.02)
 
     def forget(self) -> None:
-        """Remove the record if it still names this process (a later start rewrites it)."""
+        """Stop supervising it: remove the record if it still names this process (a later
+        start rewrites it)."""
+        with self._exit_fd_lock:
+            if self._exit_fd is not None:
+                os.close(self._exit_fd)
+                self._exit_fd = None
         try:
             recorded = json.loads(self.record.read_text())
         except (FileNotFoundError, ValueError):

@@ -301,6 +301,11 @@ class Router(Protocol):
         """
         ...
 
+    async def exited(self, within: float) -> bool:
+        """Wait until a part of the proxy that this node supervises exits (True: `revive`
+        brings it back), for at most ``within`` seconds (False)."""
+        ...
+
     async def route(
         self,
         app: str,

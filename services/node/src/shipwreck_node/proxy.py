@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import threading
 import time
@@ -33,6 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
+import anyio
 import anyio.to_thread
 
 from shipwreck_node.daemon import Daemon, adopt, start_daemon
@@ -278,6 +280,14 @@ class CaddyProxy:
             self._ensure_caddy()
             return True
 
+    def exit_watch(self) -> list[int]:
+        """Descriptors that become readable when the unbound or the Caddy this proxy
+        supervises exits (`Daemon.exit_watch`); the caller closes them."""
+        with self._changes:
+            daemons = (self.dns.process, self.process)
+            watches = [d.exit_watch() for d in daemons if d is not None]
+        return [fd for fd in watches if fd is not None]
+
     def stop(self) -> None:
         """Stop the Caddy and unbound this proxy supervises (ones it started, or adopted from
         a node killed before it); ones that someone else runs keep running."""
@@ -422,6 +432,15 @@ class CaddyRouter:
         """See `CaddyProxy.revive`."""
         return await anyio.to_thread.run_sync(self.proxy.revive)
 
+    async def exited(self, within: float) -> bool:
+        """See `Router.exited`: the kernel says when a supervised process has exited."""
+        watches = await anyio.to_thread.run_sync(self.proxy.exit_watch)
+        try:
+            return await _any_readable(watches, within)
+        finally:
+            for fd in watches:
+                os.close(fd)
+
     async def route(
         self,
         app: str,
@@ -448,3 +467,23 @@ class CaddyRouter:
         return await anyio.to_thread.run_sync(
             lambda: self.proxy.remove(app, only_if_upstream=only_if_upstream)
         )
+
+
+async def _any_readable(fds: Sequence[int], within: float) -> bool:
+    """Whether one of ``fds`` became readable within ``within`` seconds."""
+    if not fds:
+        await anyio.sleep(within)
+        return False
+    readable = False
+    with anyio.move_on_after(within):
+        async with anyio.create_task_group() as group:
+
+            async def watch(fd: int) -> None:
+                nonlocal readable
+                await anyio.wait_readable(fd)
+                readable = True
+                group.cancel_scope.cancel()
+
+            for fd in fds:
+                group.start_soon(watch, fd)
+    return readable

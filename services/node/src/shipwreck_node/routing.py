@@ -150,6 +150,10 @@ class Routes:
                 return await self.router.route(app, hosts, theirs, only_if_upstream=ours)
         return await self.router.remove(app, only_if_upstream=ours)
 
+    async def proxy_exited(self, within: float) -> bool:
+        """Wait at most ``within`` seconds for a part of the proxy to exit (see `revive`)."""
+        return await self.router.exited(within)
+
     async def revive(self) -> bool:
         """Bring back a proxy that exited under the node, and route every app again if its
         routes went with it. Whether they had to be restored."""
