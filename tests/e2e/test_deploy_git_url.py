@@ -3,7 +3,9 @@ PostgreSQL, Docker and a git daemon on loopback, driven through the public Graph
 
 from __future__ import annotations
 
+import asyncio
 import http.client
+import json
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -11,6 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
 from tests.support.gitdaemon import GitServer, free_port
 from tests.support.platform import Platform
@@ -187,3 +191,85 @@ def test_two_nodes_share_the_work_and_a_restarted_api_rebuilds_identical_answers
         after = fresh.gql(READ_MODEL)
     assert after == before
     fresh.client.close()
+
+
+UPDATES = """subscription($id: ID!, $after: Int) {
+  deploymentUpdates(id: $id, after: $after) { status sequence } }"""
+LOGS = """subscription($id: ID!, $after: Int) {
+  deploymentLogs(id: $id, after: $after) { sequence stream text } }"""
+STORED_LOGS = "query($id: ID!) { deployment(id: $id) { logs { sequence stream text } } }"
+
+
+async def _subscribe(api: Api, query: str, **variables: Any) -> ClientConnection:
+    """A graphql-transport-ws subscription over a real websocket to the api process."""
+    port = api.client.base_url.port
+    ws = await connect(
+        f"ws://127.0.0.1:{port}/graphql",
+        subprotocols=[Subprotocol("graphql-transport-ws")],
+        additional_headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    await ws.send(json.dumps({"type": "connection_init"}))
+    assert json.loads(await ws.recv())["type"] == "connection_ack"
+    payload = {"query": query, "variables": variables}
+    await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
+    return ws
+
+
+async def _items(
+    ws: ClientConnection, field: str, count: int | None = None, until: str | None = None
+) -> list[Any]:
+    """``count`` items, or items until one whose status is ``until``: a RUNNING
+    deployment's subscriptions go on, so the operation must not complete before."""
+    items: list[Any] = []
+    while (count is None or len(items) < count) and not (
+        until and items and items[-1]["status"] == until
+    ):
+        try:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 120))
+        except TimeoutError:
+            raise AssertionError(f"nothing more within 120 s after {items}") from None
+        if message["type"] == "complete":
+            raise AssertionError(f"complete after {items}")
+        assert message["type"] == "next", message
+        items.append(message["payload"]["data"][field])
+    return items
+
+
+def test_live_clients_follow_a_real_deploy_and_a_late_one_gets_exactly_the_rest(
+    api: Api, git_server: GitServer, platform: Platform
+) -> None:
+    git_server.publish_app("live-hello", "python-hello")
+    deployment_id = api.deploy(git_server.url("live-hello"))
+
+    async def follow() -> None:
+        # Subscribed as the deploy starts: the deployment now, then every status change.
+        updates = await _subscribe(api, UPDATES, id=deployment_id)
+        logs = await _subscribe(api, LOGS, id=deployment_id)
+        # A RUNNING deployment goes on (superseded or stopped some day): no `complete` yet.
+        statuses = await _items(updates, "deploymentUpdates", until="RUNNING")
+        stored = api.gql(STORED_LOGS, id=deployment_id)["deployment"]["logs"]
+        lines = await _items(logs, "deploymentLogs", len(stored))
+        d = api.wait_terminal(deployment_id)
+        assert d["status"] == "RUNNING", (d, platform.log_tail("node"))
+        # Every status from the one it subscribed at, in order, once; every line the api
+        # keeps of the deployment, in order, once.
+        history = [h["status"] for h in d["history"]]
+        assert statuses[0]["status"] in {"REQUESTED", "INITIALIZED"}
+        assert [s["status"] for s in statuses] == history[history.index(statuses[0]["status"]) :]
+        assert [s["sequence"] for s in statuses] == sorted({s["sequence"] for s in statuses})
+        assert lines == stored
+        build = [line for line in lines if line["stream"] == "BUILD"]
+        assert build, stored  # the image's build output reached the client live
+        # Late, with what it had seen: exactly the rest, nothing twice, nothing skipped.
+        seen = next(s["sequence"] for s in statuses if s["status"] == "SCHEDULED")
+        late_updates = await _subscribe(api, UPDATES, id=deployment_id, after=seen)
+        rest = [s for s in statuses if s["sequence"] > seen]
+        assert await _items(late_updates, "deploymentUpdates", len(rest)) == rest
+        middle = build[len(build) // 2]["sequence"]
+        late_logs = await _subscribe(api, LOGS, id=deployment_id, after=middle)
+        missed = [line for line in stored if line["sequence"] > middle]
+        assert await _items(late_logs, "deploymentLogs", len(missed)) == missed
+        for ws in (updates, logs, late_updates, late_logs):
+            await ws.close()
+
+    asyncio.run(follow())
