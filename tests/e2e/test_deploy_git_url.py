@@ -13,10 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.typing import Subprotocol
+from websockets.asyncio.client import ClientConnection
 
 from tests.support.gitdaemon import GitServer, free_port
+from tests.support.graphql_ws import subscribe
 from tests.support.platform import Platform
 
 pytestmark = [pytest.mark.infra, pytest.mark.docker, pytest.mark.slow]
@@ -201,18 +201,9 @@ STORED_LOGS = "query($id: ID!) { deployment(id: $id) { logs { sequence stream te
 
 
 async def _subscribe(api: Api, query: str, **variables: Any) -> ClientConnection:
-    """A graphql-transport-ws subscription over a real websocket to the api process."""
-    port = api.client.base_url.port
-    ws = await connect(
-        f"ws://127.0.0.1:{port}/graphql",
-        subprotocols=[Subprotocol("graphql-transport-ws")],
-        additional_headers={"Authorization": f"Bearer {TOKEN}"},
-    )
-    await ws.send(json.dumps({"type": "connection_init"}))
-    assert json.loads(await ws.recv())["type"] == "connection_ack"
-    payload = {"query": query, "variables": variables}
-    await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
-    return ws
+    """A subscription over a real websocket to the api process."""
+    url = f"ws://127.0.0.1:{api.client.base_url.port}/graphql"
+    return await subscribe(url, TOKEN, query, **variables)
 
 
 async def _items(

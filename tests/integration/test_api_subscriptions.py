@@ -23,8 +23,7 @@ from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.typing import Subprotocol
+from websockets.asyncio.client import ClientConnection
 
 from shipwreck_contracts import (
     DeploymentProgressed,
@@ -36,7 +35,6 @@ from shipwreck_contracts import (
     tag_of,
 )
 from tests.integration.test_api_graphql import (
-    AUTH,
     TOKEN,
     Orchestra,
     amqp_url,
@@ -45,6 +43,7 @@ from tests.integration.test_api_graphql import (
     orchestra,
     subscription,
 )
+from tests.support.graphql_ws import subscribe
 from tests.unit.test_api_story import Log, Relayed, deployment
 
 __all__ = ["amqp_url", "orchestra"]  # fixtures shared with test_api_graphql
@@ -218,17 +217,8 @@ def _api_process(amqp_url: str, tmp_path: Path, **settings: str) -> Iterator[tup
 
 
 async def _subscribe(url: str, query: str, **variables: Any) -> ClientConnection:
-    ws = await connect(
-        url,
-        subprotocols=[Subprotocol("graphql-transport-ws")],
-        additional_headers=AUTH,
-        max_queue=1,  # a client that stops reading stops reading from its socket too
-    )
-    await ws.send(json.dumps({"type": "connection_init"}))
-    assert json.loads(await ws.recv())["type"] == "connection_ack"
-    payload = {"query": query, "variables": variables}
-    await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
-    return ws
+    # A client that stops reading stops reading from its socket too.
+    return await subscribe(url, TOKEN, query, max_queue=1, **variables)
 
 
 async def test_a_client_that_stops_reading_stays_bounded_and_others_get_every_line(
