@@ -377,6 +377,38 @@ def test_the_node_is_told_at_once_when_its_unbound_or_caddy_exits(proxy: CaddyPr
         app.close()
 
 
+def test_a_stop_while_a_revive_is_under_way_leaves_no_helper_running(proxy: CaddyProxy) -> None:
+    # The node's revive runs in a worker thread, which its shutdown cannot cancel: told of
+    # an exit at once, it can still be starting unbound when the node stops.
+    assert proxy.dns.process is not None
+    _kill(proxy.dns.process)
+    reviving, go = threading.Event(), threading.Event()
+    start_unbound = proxy.dns.ensure_running
+
+    def held_start() -> None:
+        reviving.set()
+        go.wait(30)
+        start_unbound()
+
+    proxy.dns.ensure_running = held_start  # type: ignore[method-assign]
+    revive = threading.Thread(target=proxy.revive)
+    revive.start()
+    assert reviving.wait(30)
+    stop = threading.Thread(target=proxy.stop)
+    stop.start()
+    stop.join(0.5)  # unguarded, the stop would be over by now, before unbound starts
+    go.set()
+    revive.join(30)
+    stop.join(30)
+    ours = str(proxy.state_dir)
+    processes = psutil.process_iter(["cmdline"])
+    left = [p.pid for p in processes if ours in " ".join(p.info["cmdline"] or [])]
+    assert left == [], "a helper started by the revive outlived the stop"
+    assert proxy.revive() is False  # stopped: a later revive starts nothing
+    assert proxy.dns.process is None
+    assert proxy.process is None
+
+
 def _killed_node(tmp_path: Path, upstream: str) -> tuple[CaddyProxy, int, int]:
     """A node process that starts its proxy, routes one app to ``upstream`` and is killed
     with SIGKILL; the proxy settings of a node started after it on the same state directory,

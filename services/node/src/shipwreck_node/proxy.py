@@ -119,6 +119,9 @@ class CaddyProxy:
         # A check of a route and its change must not interleave with another change from
         # this process (say, a stop's "remove only if still mine" and a redeploy's switch).
         self._changes = threading.Lock()
+        # Set by `stop`: a revive that was under way in a worker thread while the node
+        # stopped must not start a helper after it (nobody would stop that one).
+        self._stopped = False
 
     # --- admin API ------------------------------------------------------------------------
 
@@ -180,6 +183,8 @@ class CaddyProxy:
     def ensure_running(self) -> None:
         """Make sure the route records are served, and that Caddy answers and has
         Shipwreck's server block (start either if needed)."""
+        with self._changes:
+            self._stopped = False
         self.dns.ensure_running()
         self._ensure_caddy()
 
@@ -263,6 +268,8 @@ class CaddyProxy:
         that someone else runs is theirs to keep running.
         """
         with self._changes:
+            if self._stopped:
+                return False
             dns = self.dns.process
             ended = None if dns is None else dns.exit_status()
             if dns is not None and ended is not None:
@@ -290,11 +297,16 @@ class CaddyProxy:
 
     def stop(self) -> None:
         """Stop the Caddy and unbound this proxy supervises (ones it started, or adopted from
-        a node killed before it); ones that someone else runs keep running."""
-        if self.process is not None:
-            self.process.stop()
-        self.process = None
-        self.dns.stop()
+        a node killed before it); ones that someone else runs keep running.
+
+        Final until `ensure_running`: a revive still under way finishes first (and what it
+        started is stopped here), and one that comes later starts nothing."""
+        with self._changes:
+            self._stopped = True
+            if self.process is not None:
+                self.process.stop()
+            self.process = None
+            self.dns.stop()
 
     # --- routes ---------------------------------------------------------------------------
 
